@@ -1,0 +1,5 @@
+"""`python -m downloader` is the `downloader` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,292 @@
+"""`downloader` command line: fetch, plan, status, verify, presets.
+
+Library errors become one clear line and a non-zero exit here, at the edge, and nowhere else.
+Exit codes: 0 success, 1 something failed (the lines say what), 2 bad input (usage, manifest, preset).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .config import Settings
+from .errors import ConfigError, DownloaderError, ManifestError, WorkspaceBusy, human_bytes
+from .files import quarantine
+from .manifest import Catalog, ModelSpec, confine, load_catalog
+from .manager import Manager
+from .plan import Plan, build_plan
+from .progress import FetchProgress
+from .state import DownloadState, Store
+from .verify import sha256_file
+
+DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class BadInput(click.ClickException):
+    """Usage, manifest or preset problems: exit code 2."""
+
+    exit_code = 2
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]  # type: ignore[no-any-return]
+
+
+def _catalog(settings: Settings, manifests: Sequence[str]) -> Catalog:
+    paths = [Path(m) for m in manifests] if manifests else list(settings.manifest_dirs)
+    try:
+        return load_catalog(paths, settings.models_dir)
+    except ManifestError as e:
+        raise BadInput(str(e)) from None
+
+
+def _select(ctx: click.Context, manifests: Sequence[str], presets: Sequence[str], only: Sequence[str]) -> list[ModelSpec]:
+    settings = _settings(ctx)
+    catalog = _catalog(settings, manifests)
+    if not presets and not only and not manifests:
+        env = os.environ.get("MODEL_PRESETS", DEFAULT_PRESETS)
+        presets = [p.strip() for p in env.split(",") if p.strip() and p.strip() != "none"]
+        if not presets:
+            return []
+    try:
+        return catalog.select(presets, only)
+    except ManifestError as e:
+        raise BadInput(str(e)) from None
+
+
+def _print_plan(plan: Plan) -> None:
+    table = Table(title="plan", show_lines=False)
+    for col in ("model", "action", "size", "to fetch", "sha256 from"):
+        table.add_column(col)
+    for item in plan.items:
+        origin = item.resolved.sha256_origin if item.resolved else ("manifest" if item.spec.sha256 else "")
+        table.add_row(
+            item.spec.id,
+            item.action if item.action != "error" else f"[red]error[/]: {item.error}",
+            human_bytes(item.size) if item.size else "?",
+            human_bytes(item.need),
+            origin or "[yellow]none: unverified[/]",
+        )
+    console.print(table)
+    console.print(f"to fetch: {human_bytes(plan.need)}; free in {plan.models_dir}: {human_bytes(plan.free)}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), help="Overrides MODELS_DIR.")
+@click.option("--connections", "-x", type=click.IntRange(1, 16), help="Connections per file (ARIA2_CONNECTIONS).")
+@click.version_option(package_name="pod-downloader")
+@click.pass_context
+def main(ctx: click.Context, models_dir: Path | None, connections: int | None) -> None:
+    """Resumable, sha256-verified model downloads for GPU pods.
+
+    Configuration comes from the environment (WORKSPACE, MODELS_DIR, DOWNLOADER_STATE, HF_TOKEN, HF_ENDPOINT, ...):
+    see the README.
+    """
+    try:
+        settings = Settings.from_env()
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
+    if models_dir is not None:
+        settings = settings.with_(models_dir=models_dir.absolute())
+    if connections is not None:
+        settings = settings.with_(connections=connections)
+    ctx.obj = {"settings": settings}
+
+
+manifest_args = click.argument("manifests", nargs=-1, type=click.Path(dir_okay=True))
+preset_opt = click.option("--preset", "-p", "presets", multiple=True, help="Preset to fetch (repeatable).")
+only_opt = click.option("--only", "only", multiple=True, help="Single model id to fetch (repeatable).")
+
+
+@main.command()
+@manifest_args
+@preset_opt
+@only_opt
+@click.pass_context
+def plan(ctx: click.Context, manifests: tuple[str, ...], presets: tuple[str, ...], only: tuple[str, ...]) -> None:
+    """Dry run: what would download, how many bytes, and whether it fits.
+
+    Example: downloader plan --preset wan22-t2v-14b-fp8
+    """
+    settings = _settings(ctx)
+    specs = _select(ctx, manifests, presets, only)
+    with Store(settings.db_path) as store:
+        the_plan = build_plan(specs, settings, store)
+    _print_plan(the_plan)
+    if the_plan.errors:
+        raise click.ClickException(f"{len(the_plan.errors)} file(s) cannot be fetched (see above)")
+    try:
+        the_plan.check_disk()
+    except DownloaderError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command()
+@manifest_args
+@preset_opt
+@only_opt
+@click.option("--wait/--no-wait", default=True, help="If another downloader owns the workspace, wait for it.")
+@click.pass_context
+def fetch(
+    ctx: click.Context, manifests: tuple[str, ...], presets: tuple[str, ...], only: tuple[str, ...], wait: bool
+) -> None:
+    """Download, verify and place the selected files; exit 0 only when all are verified in place.
+
+    With no preset, fetches $MODEL_PRESETS (default wan22-t2v-14b-fp8).
+
+    Example: downloader fetch --preset wan22-t2v-14b-fp8 --preset wan22-t2v-4step-loras
+    """
+    settings = _settings(ctx)
+    specs = _select(ctx, manifests, presets, only)
+    if not specs:
+        console.print("nothing selected")
+        return
+    with Store(settings.db_path) as store:
+        the_plan = build_plan(specs, settings, store)
+        for item in the_plan.errors:
+            err_console.print(f"[red]refusing[/] {item.spec.id}: {item.error}")
+        try:
+            the_plan.check_disk()
+        except DownloaderError as e:
+            raise click.ClickException(str(e)) from None
+        rows = _run_manager(settings, store, the_plan, wait)
+    failed = [r for r in rows if r.state != DownloadState.DONE.value]
+    done_bytes = sum(r.size or 0 for r in rows if r.state == DownloadState.DONE.value)
+    console.print(f"{len(rows) - len(failed)} of {len(rows)} file(s) verified in place ({human_bytes(done_bytes)})")
+    if failed:
+        for row in failed:
+            err_console.print(f"FAILED {row.id}: {row.error or row.state}")
+        sys.exit(1)
+
+
+def _run_manager(settings: Settings, store: Store, the_plan: Plan, wait: bool) -> list:
+    manager = Manager(settings, store)
+    while True:
+        try:
+            manager.start()
+            break
+        except WorkspaceBusy as e:
+            if not wait:
+                raise click.ClickException(f"{e}; run again later or use --wait") from None
+            err_console.print(f"{e}: waiting for it to finish...")
+            time.sleep(2)
+    progress = FetchProgress(console)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        manager.request_stop()
+        ctx_signal[0] = signum
+
+    ctx_signal = [0]
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ids = manager.submit(the_plan)
+        rows = manager.run(ids, on_tick=progress.update)
+    except DownloaderError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        progress.close()
+        manager.close()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if ctx_signal[0]:
+        err_console.print("interrupted: progress is saved, run the same command again to resume")
+        sys.exit(128 + ctx_signal[0])
+    return rows
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """What the state database knows about every download.
+
+    Example: downloader status --json | jq '.[] | select(.state=="failed")'
+    """
+    settings = _settings(ctx)
+    with Store(settings.db_path) as store:
+        rows = store.downloads()
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    table = Table()
+    for col in ("id", "state", "progress", "size", "error"):
+        table.add_column(col)
+    for r in rows:
+        pct = f"{100 * r.bytes_done / r.size:.1f}%" if r.size else "?"
+        if r.state == "done":
+            pct = "100%" + ("" if r.verified else " (unverified)")
+        table.add_row(r.id, r.state, pct, human_bytes(r.size) if r.size else "?", r.error or "")
+    console.print(table)
+
+
+@main.command()
+@click.option("--only", "only", multiple=True, help="Model id to verify (repeatable); default every done file.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def verify(ctx: click.Context, only: tuple[str, ...], as_json: bool) -> None:
+    """Re-hash the files in place; a bad one is moved aside and marked failed.
+
+    Example: downloader verify --only wan21-vae
+    """
+    settings = _settings(ctx)
+    results = []
+    with Store(settings.db_path) as store:
+        rows = [r for r in store.downloads(list(only) if only else None) if r.state == DownloadState.DONE.value]
+        for row in rows:
+            dest = confine(settings.models_dir, row.dest)
+            if not dest.exists():
+                result, message = "missing", f"{dest} is missing"
+            elif not row.sha256:
+                size = dest.stat().st_size
+                ok = row.size is None or size == row.size
+                result, message = ("unverified" if ok else "mismatch"), f"{size} bytes, no sha256 known"
+            else:
+                digest = sha256_file(dest)
+                ok = digest == row.sha256
+                result = "ok" if ok else "mismatch"
+                message = "sha256 ok" if ok else f"checksum mismatch: expected {row.sha256}, got {digest}"
+            if result in ("missing", "mismatch"):
+                if result == "mismatch":
+                    message += f"; moved to {quarantine(dest).name}"
+                store.transition(row.id, DownloadState.VERIFYING, "verify")
+                store.transition(row.id, DownloadState.FAILED, message, level="error", error=message)
+            results.append({"id": row.id, "dest": row.dest, "result": result, "message": message})
+            if not as_json:
+                colour = {"ok": "green", "unverified": "yellow"}.get(result, "red")
+                console.print(f"[{colour}]{result}[/] {row.id}: {message}")
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    if any(r["result"] in ("missing", "mismatch") for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@manifest_args
+@click.pass_context
+def presets(ctx: click.Context, manifests: tuple[str, ...]) -> None:
+    """List the presets of the loaded manifests with their total size.
+
+    Example: downloader presets
+    """
+    catalog = _catalog(_settings(ctx), manifests)
+    for name, preset in catalog.presets.items():
+        size = sum(catalog.models[m].size or 0 for m in preset.models)
+        console.print(f"[bold]{name}[/] ({human_bytes(size)}): {preset.description or ''}")
+        for model_id in preset.models:
+            console.print(f"  - {model_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Every environment variable the downloader reads, parsed once, in one place.
+
+`Settings.from_env()` is the only reader of `os.environ` for configuration; everything else
+receives a `Settings`, so tests build one directly instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+# The manifests shipped with the project live next to the package (repo layout / editable install).
+SHIPPED_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+
+
+def _env_int(env: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _env_float(env: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _env_size(env: dict[str, str], name: str, default: str) -> str:
+    """An aria2 size such as 32M or 1G: checked here so a typo fails before aria2 starts."""
+    raw = env.get(name, "").strip() or default
+    digits = raw[:-1] if raw[-1:].upper() in ("K", "M", "G") else raw
+    if not digits.isdigit():
+        raise ConfigError(f"{name}={raw!r} is not a size like 32M or 1G")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration; paths are absolute."""
+
+    workspace: Path
+    models_dir: Path
+    state_dir: Path
+    manifest_dirs: tuple[Path, ...]
+    hf_token: str | None = field(default=None, repr=False)  # never printed
+    civitai_token: str | None = field(default=None, repr=False)
+    hf_endpoint: str = "https://huggingface.co"
+    aria2c: str = "aria2c"
+    connections: int = 16  # aria2 -x / -s: connections per file
+    min_split_size: str = "16M"  # smallest range aria2 gives one connection
+    max_concurrent: int = 2  # files downloading at once
+    max_attempts: int = 5  # tries per file before it is marked failed
+    stall_seconds: float = 60.0  # no new byte for this long = stalled, restart it
+    retry_base_seconds: float = 2.0  # backoff: base * 2**attempt, capped at 60 s
+    aria2_start_timeout: float = 10.0
+    poll_interval: float = 0.5
+    max_download_limit: str = "0"  # aria2 --max-overall-download-limit (0 = unlimited)
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Read the documented environment variables (see README), with defaults."""
+        env = dict(os.environ if env is None else env)
+        workspace = Path(env.get("WORKSPACE") or "/workspace").expanduser().absolute()
+        models_dir = Path(env.get("MODELS_DIR") or workspace / "ComfyUI" / "models").expanduser().absolute()
+        state_dir = Path(env.get("DOWNLOADER_STATE") or workspace / ".downloader").expanduser().absolute()
+        shipped = Path(env.get("DOWNLOADER_MANIFESTS") or SHIPPED_MANIFESTS).expanduser().absolute()
+        return cls(
+            workspace=workspace,
+            models_dir=models_dir,
+            state_dir=state_dir,
+            manifest_dirs=(shipped, workspace / "manifests"),
+            hf_token=env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or None,
+            civitai_token=env.get("CIVITAI_TOKEN") or None,
+            hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
+            aria2c=env.get("ARIA2C") or "aria2c",
+            connections=_env_int(env, "ARIA2_CONNECTIONS", 16, 1, 16),
+            min_split_size=_env_size(env, "ARIA2_MIN_SPLIT_SIZE", "16M"),
+            max_concurrent=_env_int(env, "DOWNLOADER_MAX_CONCURRENT", 2, 1, 16),
+            max_attempts=_env_int(env, "DOWNLOADER_MAX_ATTEMPTS", 5, 1, 100),
+            stall_seconds=_env_float(env, "DOWNLOADER_STALL_SECONDS", 60.0, 1.0, 3600.0),
+            retry_base_seconds=_env_float(env, "DOWNLOADER_RETRY_SECONDS", 2.0, 0.0, 600.0),
+            max_download_limit=_env_size(env, "ARIA2_MAX_DOWNLOAD_LIMIT", "0"),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests, CLI flags)."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,338 @@
+"""YAML manifests -> validated `ModelSpec`s and presets, with errors that name file, model id, field and line.
+
+A manifest has two top-level keys, `presets` (name -> model ids) and `models` (a list of specs). Several
+manifests load together into one `Catalog`: ids, preset names and destinations must be unique across all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+
+from .errors import ManifestError, UnknownPresetError
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# Query keys that carry credentials: secrets belong in HF_TOKEN / CIVITAI_TOKEN, never in a URL we store and log.
+SECRET_QUERY_KEYS = {"token", "access_token", "api_key", "apikey", "key", "signature", "sig"}
+TEMP_SUFFIX = ".part"  # a download in progress is `<dest>.part` (+ aria2's `.part.aria2`)
+
+
+@dataclass(frozen=True)
+class HfSource:
+    """`hf://owner/repo/path/in/repo`."""
+
+    repo_id: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"hf://{self.repo_id}/{self.path}"
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """A direct `http(s)://` URL."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return self.url
+
+
+Source = HfSource | UrlSource
+
+
+def parse_source(text: str) -> Source:
+    """Parse a manifest `source`; raises ValueError with a message a user can act on."""
+    text = text.strip()
+    if text.startswith("hf://"):
+        parts = [p for p in text[len("hf://") :].split("/")]
+        if len(parts) < 3 or any(not p for p in parts):
+            raise ValueError("hf:// sources look like hf://owner/repo/path/in/repo")
+        if any(p in (".", "..") for p in parts):
+            raise ValueError("hf:// path must not contain '.' or '..'")
+        return HfSource(repo_id="/".join(parts[:2]), path="/".join(parts[2:]))
+    split = urlsplit(text)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ValueError("source must be hf://owner/repo/path or an http(s):// URL")
+    if split.username or split.password:
+        raise ValueError("credentials in a URL would be stored and logged: set HF_TOKEN or CIVITAI_TOKEN instead")
+    if any(k.lower() in SECRET_QUERY_KEYS for k, _ in parse_qsl(split.query)):
+        raise ValueError("a token in the URL's query would be stored and logged: set CIVITAI_TOKEN or HF_TOKEN instead")
+    return UrlSource(url=text)
+
+
+def check_dest(dest: str) -> str:
+    """Normalise a `dest` and refuse anything that could land outside the models dir (lexically)."""
+    if not dest or "\x00" in dest:
+        raise ValueError("dest must be a non-empty relative path")
+    if "\\" in dest:
+        raise ValueError("dest must use '/' separators, not '\\'")
+    path = PurePosixPath(dest)
+    if path.is_absolute() or re.match(r"^[A-Za-z]:", dest):
+        raise ValueError(f"dest {dest!r} is absolute; it must be relative to the models dir")
+    if ".." in path.parts:
+        raise ValueError(f"dest {dest!r} contains '..' and would escape the models dir")
+    parts = [p for p in path.parts if p != "."]
+    if not parts or dest.endswith("/"):
+        raise ValueError(f"dest {dest!r} must name a file")
+    if parts[-1].endswith((TEMP_SUFFIX, ".aria2")):
+        raise ValueError(f"dest {dest!r} ends in a suffix reserved for partial downloads")
+    return "/".join(parts)
+
+
+def confine(models_dir: Path, dest: str) -> Path:
+    """The absolute path of `dest`, refusing symlinked folders that point outside `models_dir`."""
+    root = models_dir.resolve()
+    target = models_dir / check_dest(dest)
+    # resolve() follows every symlink that exists now; the file itself may not exist yet.
+    real_parent = target.parent.resolve()
+    if real_parent != root and root not in real_parent.parents:
+        raise ValueError(f"dest {dest!r} resolves to {real_parent}, outside the models dir {root}")
+    if target.is_symlink():
+        real = target.resolve()
+        if root not in real.parents:
+            raise ValueError(f"dest {dest!r} is a symlink to {real}, outside the models dir {root}")
+    return target
+
+
+class ModelSpec(BaseModel):
+    """One file to fetch, as written in a manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    source: str
+    dest: str
+    revision: str | None = None
+    size: Annotated[StrictInt, Field(gt=0)] | None = None
+    sha256: str | None = None
+    required: StrictBool = True
+    description: str | None = None
+    manifest: str = Field(default="", exclude=True)  # which file it came from (set by the loader)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        parse_source(v)
+        return v.strip()
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, v: str) -> str:
+        return check_dest(v)
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, str) or not SHA256_RE.match(v.strip().lower()):
+            raise ValueError(f"{v!r} is not a sha256 (64 hex digits)")
+        return v.strip().lower()
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(c in v for c in " \t\n?#")):
+            raise ValueError(f"{v!r} is not a branch, tag or commit")
+        return v
+
+    @property
+    def parsed_source(self) -> Source:
+        return parse_source(self.source)
+
+
+class PresetSpec(BaseModel):
+    """A named group of model ids; in YAML either a list of ids or {description, models}."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: list[Annotated[str, Field(pattern=ID_PATTERN)]]
+    description: str | None = None
+
+
+class ManifestFile(BaseModel):
+    """The top level of one manifest file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    presets: dict[Annotated[str, Field(pattern=ID_PATTERN)], PresetSpec] = {}
+    models: list[ModelSpec] = []
+
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _preset_lists(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: {"models": p} if isinstance(p, list) else p for k, p in v.items()}
+        return v
+
+
+@dataclass
+class Catalog:
+    """Every model and preset of the loaded manifests."""
+
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    presets: dict[str, PresetSpec] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    preset_origin: dict[str, str] = field(default_factory=dict)
+
+    def select(self, presets: Sequence[str] = (), only: Sequence[str] = ()) -> list[ModelSpec]:
+        """Models of the given presets plus `only` ids, in manifest order, each once; all models if both empty."""
+        if not presets and not only:
+            return list(self.models.values())
+        wanted: set[str] = set()
+        for name in presets:
+            if name not in self.presets:
+                known = ", ".join(sorted(self.presets)) or "none"
+                raise UnknownPresetError(f"unknown preset {name!r} (known presets: {known})")
+            wanted.update(self.presets[name].models)
+        for model_id in only:
+            if model_id not in self.models:
+                raise UnknownPresetError(f"unknown model id {model_id!r}")
+            wanted.add(model_id)
+        return [m for m in self.models.values() if m.id in wanted]
+
+    def presets_of(self, model_id: str) -> list[str]:
+        """Names of the presets that include a model."""
+        return [name for name, p in self.presets.items() if model_id in p.models]
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == key), None)
+            if pair is None:  # a missing key: the line of the mapping that lacks it
+                return line
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def parse_manifest(text: str, name: str) -> ManifestFile:
+    """Parse and validate one manifest's text; `name` is used in error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise ManifestError(f"YAML syntax error: {e.problem or e}", file=name, line=line) from None
+    except yaml.YAMLError as e:
+        raise ManifestError(f"YAML error: {e}", file=name) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ManifestError("top level must be a mapping with 'presets' and 'models'", file=name, line=1)
+    _check_duplicate_keys(root, name)
+    try:
+        manifest = ManifestFile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        model_id = None
+        if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+            raw = (data.get("models") or [])[loc[1]]
+            model_id = raw.get("id") if isinstance(raw, dict) else None
+            model_id = str(model_id) if model_id is not None else f"#{loc[1] + 1}"
+        field_name = str(loc[-1]) if loc else None
+        if len(loc) >= 2 and loc[0] == "presets":
+            field_name = f"presets.{loc[1]}"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        line = _line_of(root, loc)
+        raise ManifestError(msg, file=name, model_id=model_id, field=field_name, line=line) from None
+    models = [m.model_copy(update={"manifest": name}) for m in manifest.models]
+    return ManifestFile.model_construct(presets=manifest.presets, models=models)
+
+
+def _check_duplicate_keys(node: yaml.Node | None, name: str) -> None:
+    """PyYAML silently keeps the last of two equal keys; a manifest typo must not vanish like that."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            if k.value in seen:
+                raise ManifestError(f"key {k.value!r} appears twice", file=name, line=k.start_mark.line + 1)
+            seen.add(k.value)
+            _check_duplicate_keys(v, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            _check_duplicate_keys(v, name)
+
+
+def manifest_paths(dirs_or_files: Iterable[Path]) -> list[Path]:
+    """Expand folders to their *.yaml / *.yml files (sorted); missing folders are skipped."""
+    out: list[Path] = []
+    for p in dirs_or_files:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file()))
+        elif p.exists():
+            out.append(p)
+        elif p.suffix in (".yaml", ".yml"):
+            raise ManifestError("manifest file not found", file=str(p))
+    return out
+
+
+def load_catalog(paths: Iterable[Path], models_dir: Path) -> Catalog:
+    """Load manifests (files or folders) into one Catalog, checking cross-file consistency and dest confinement."""
+    catalog = Catalog()
+    dests: dict[str, str] = {}
+    for path in manifest_paths(paths):
+        name = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ManifestError(f"cannot read: {e}", file=name) from None
+        manifest = parse_manifest(text, name)
+        for model in manifest.models:
+            if model.id in catalog.models:
+                other = catalog.models[model.id].manifest
+                where = "earlier in this file" if other == name else f"in {other}"
+                raise ManifestError(f"duplicate id (already defined {where})", file=name, model_id=model.id, field="id")
+            if model.dest in dests:
+                raise ManifestError(
+                    f"dest {model.dest!r} is already the dest of model {dests[model.dest]!r}",
+                    file=name,
+                    model_id=model.id,
+                    field="dest",
+                )
+            try:
+                confine(models_dir, model.dest)
+            except ValueError as e:
+                raise ManifestError(str(e), file=name, model_id=model.id, field="dest") from None
+            catalog.models[model.id] = model
+            dests[model.dest] = model.id
+        for preset_name, preset in manifest.presets.items():
+            if preset_name in catalog.presets:
+                raise ManifestError(
+                    f"preset {preset_name!r} is already defined in {catalog.preset_origin[preset_name]}",
+                    file=name,
+                    field=f"presets.{preset_name}",
+                )
+            catalog.presets[preset_name] = preset
+            catalog.preset_origin[preset_name] = name
+        catalog.files.append(path)
+    # Presets may name models of any loaded file, so check them once everything is in.
+    for preset_name, preset in catalog.presets.items():
+        for model_id in preset.models:
+            if model_id not in catalog.models:
+                raise ManifestError(
+                    f"preset names unknown model id {model_id!r}",
+                    file=catalog.preset_origin[preset_name],
+                    field=f"presets.{preset_name}",
+                )
+    return catalog

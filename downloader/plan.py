@@ -1,0 +1,99 @@
+"""What a fetch would do, before it does anything: per file an action and the bytes still to fetch.
+
+Files already verified in place need no network; everything else is resolved (concurrently) so pinned
+checksums are compared with the hub's before a byte is downloaded, and the disk is checked for room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .errors import DiskSpaceError, SourceError
+from .files import control_path, file_size, free_bytes, part_path
+from .manifest import ModelSpec, confine
+from .sources import Resolved, resolve_all
+from .state import DownloadState, Store
+
+
+@dataclass
+class PlanItem:
+    """One selected file and what will happen to it."""
+
+    spec: ModelSpec
+    action: str  # "present", "adopt", "resume", "download", "error"
+    size: int | None
+    have: int = 0  # bytes already on disk (partial download)
+    resolved: Resolved | None = None
+    error: SourceError | None = None
+
+    @property
+    def need(self) -> int:
+        """Bytes still to fetch (unknown sizes count as 0)."""
+        if self.action in ("present", "adopt", "error") or self.size is None:
+            return 0
+        return max(self.size - self.have, 0)
+
+
+@dataclass
+class Plan:
+    items: list[PlanItem]
+    free: int
+    models_dir: Path
+
+    @property
+    def need(self) -> int:
+        return sum(i.need for i in self.items)
+
+    @property
+    def errors(self) -> list[PlanItem]:
+        return [i for i in self.items if i.action == "error"]
+
+    def check_disk(self) -> None:
+        """Refuse before starting when what is left to fetch does not fit."""
+        if self.need > self.free:
+            raise DiskSpaceError(str(self.models_dir), self.need, self.free)
+
+
+def _done_in_place(store: Store, spec: ModelSpec, dest: Path) -> bool:
+    """A done row is trusted only if the file is still there with the right size."""
+    row = store.get(spec.id)
+    if row is None or row.state != DownloadState.DONE.value or row.dest != spec.dest:
+        return False
+    if spec.sha256 and row.sha256 and spec.sha256 != row.sha256:
+        return False  # the manifest now asks for other bytes
+    size = file_size(dest)
+    return size is not None and (row.size is None or size == row.size)
+
+
+def build_plan(specs: Sequence[ModelSpec], settings: Settings, store: Store) -> Plan:
+    """Resolve what needs resolving and decide each file's action; changes nothing on disk or in the DB."""
+    items: list[PlanItem] = []
+    to_resolve: list[PlanItem] = []
+    for spec in specs:
+        dest = confine(settings.models_dir, spec.dest)
+        if _done_in_place(store, spec, dest):
+            items.append(PlanItem(spec, "present", file_size(dest)))
+            continue
+        part = part_path(dest)
+        if dest.exists():
+            action, have = "adopt", 0
+        elif part.exists():
+            # Without a control file aria2 can only trust the part's length, and only a full part is checked
+            # by hash; a shorter one still saves the bytes that verify.
+            action, have = "resume", file_size(part) or 0
+            if not control_path(part).exists() and spec.size and have != spec.size:
+                have = 0
+        else:
+            action, have = "download", 0
+        item = PlanItem(spec, action, spec.size, have)
+        items.append(item)
+        to_resolve.append(item)
+    for item, result in zip(to_resolve, resolve_all([i.spec for i in to_resolve], settings)):
+        if isinstance(result, SourceError):
+            item.action, item.error = "error", result
+        else:
+            item.resolved, item.size = result, result.size
+    return Plan(items=items, free=free_bytes(settings.models_dir), models_dir=settings.models_dir)

@@ -1,0 +1,260 @@
+"""SQLite state through SQLAlchemy 2: one row per artifact, an event history, installation components.
+
+The database is the meeting point of the processes: the Manager writes downloads and events, the
+entrypoint writes components, the web layer reads both. WAL mode lets readers run while the Manager writes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class DownloadState(str, enum.Enum):
+    """The state machine of a download, in one place."""
+
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    PAUSED = "paused"
+    VERIFYING = "verifying"
+    DONE = "done"
+    FAILED = "failed"
+
+
+S = DownloadState
+# Which moves are legal; anything else is a bug and raises.
+TRANSITIONS: dict[DownloadState, frozenset[DownloadState]] = {
+    S.QUEUED: frozenset({S.DOWNLOADING, S.VERIFYING, S.PAUSED, S.FAILED, S.DONE}),
+    S.DOWNLOADING: frozenset({S.QUEUED, S.PAUSED, S.VERIFYING, S.FAILED}),
+    S.PAUSED: frozenset({S.QUEUED, S.FAILED}),
+    S.VERIFYING: frozenset({S.DONE, S.FAILED, S.QUEUED, S.PAUSED}),
+    S.DONE: frozenset({S.QUEUED, S.VERIFYING}),
+    S.FAILED: frozenset({S.QUEUED, S.VERIFYING, S.PAUSED}),
+}
+ACTIVE_STATES = frozenset({S.DOWNLOADING, S.VERIFYING})
+TERMINAL_STATES = frozenset({S.DONE, S.FAILED})
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Download(Base):
+    """One file to fetch and place."""
+
+    __tablename__ = "downloads"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str]
+    revision: Mapped[str | None]
+    dest: Mapped[str]  # relative to the models dir
+    size: Mapped[int | None]  # expected bytes (manifest or hub or server)
+    sha256: Mapped[str | None]  # expected digest
+    sha256_origin: Mapped[str | None]  # "manifest", "hub" or None (unverified)
+    required: Mapped[bool] = mapped_column(default=True)
+    manifest: Mapped[str | None]
+    state: Mapped[str] = mapped_column(String(16), default=S.QUEUED.value, index=True)
+    bytes_done: Mapped[int] = mapped_column(default=0)
+    speed: Mapped[int] = mapped_column(default=0)  # bytes/s, last sample
+    error: Mapped[str | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    verified: Mapped[bool] = mapped_column(default=False)  # sha256 checked (False + done = size-checked only)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready view (no secrets are stored in a row)."""
+        out = {c.name: getattr(self, c.name) for c in self.__table__.columns}
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.replace(tzinfo=timezone.utc).isoformat()
+        return out
+
+
+class Event(Base):
+    """Something that happened to a download (or the service), for the history view."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_download_at", "download_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    download_id: Mapped[str | None] = mapped_column(ForeignKey("downloads.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    level: Mapped[str] = mapped_column(String(8), default="info")
+    message: Mapped[str]
+
+
+class Component(Base):
+    """An installation step reported by the entrypoint (aria2, JupyterLab, ComfyUI, SageAttention, ...)."""
+
+    __tablename__ = "components"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    message: Mapped[str | None]
+    log_path: Mapped[str | None]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the state machine does not allow."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent after kill -9
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(db_path: Path) -> Engine:
+    """An engine on a SQLite file in WAL mode, with the schema created."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{db_path}", connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class Store:
+    """The queries the rest of the package needs; each call is its own short transaction."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path
+        self.engine = make_engine(db_path)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- downloads -------------------------------------------------------------------------------
+    def get(self, download_id: str) -> Download | None:
+        with self.session() as s:
+            return s.get(Download, download_id)
+
+    def downloads(self, ids: Sequence[str] | None = None) -> list[Download]:
+        """All rows (or those with the given ids), oldest first."""
+        with self.session() as s:
+            query = select(Download).order_by(Download.created_at, Download.id)
+            if ids is not None:
+                query = query.where(Download.id.in_(list(ids)))
+            return list(s.scalars(query))
+
+    def upsert(self, download_id: str, **fields: Any) -> Download:
+        """Create a row or update its descriptive fields (never its state: use `transition`)."""
+        assert "state" not in fields, "state changes go through transition()"
+        with self.session() as s:
+            row = s.get(Download, download_id)
+            if row is None:
+                row = Download(id=download_id, **fields)
+                s.add(row)
+                s.add(Event(download_id=download_id, message="added"))
+            else:
+                for key, value in fields.items():
+                    setattr(row, key, value)
+                row.updated_at = utcnow()
+            return row
+
+    def update(self, download_id: str, **fields: Any) -> None:
+        """Progress and bookkeeping fields, without a state change or an event."""
+        assert "state" not in fields, "state changes go through transition()"
+        with self.session() as s:
+            row = s.get(Download, download_id)
+            if row is None:
+                return
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+
+    def transition(
+        self, download_id: str, new: DownloadState, message: str | None = None, level: str = "info", **fields: Any
+    ) -> Download:
+        """Move a download to `new` (checked against TRANSITIONS), set fields, and record an event."""
+        with self.session() as s:
+            row = s.get(Download, download_id)
+            if row is None:
+                raise KeyError(download_id)
+            old = DownloadState(row.state)
+            if new != old and new not in TRANSITIONS[old]:
+                raise IllegalTransition(f"{download_id}: {old.value} -> {new.value}")
+            row.state = new.value
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            if new == S.DOWNLOADING and row.started_at is None:
+                row.started_at = row.updated_at
+            if new in TERMINAL_STATES:
+                row.finished_at = row.updated_at
+                row.speed = 0
+            s.add(Event(download_id=download_id, level=level, message=message or new.value))
+            return row
+
+    def delete(self, download_id: str) -> None:
+        with self.session() as s:
+            row = s.get(Download, download_id)
+            if row is not None:
+                s.delete(row)
+
+    # --- events ----------------------------------------------------------------------------------
+    def log(self, download_id: str | None, message: str, level: str = "info") -> None:
+        with self.session() as s:
+            s.add(Event(download_id=download_id, level=level, message=message))
+
+    def events(self, download_id: str | None = None, limit: int = 100) -> list[Event]:
+        """Newest first."""
+        with self.session() as s:
+            query = select(Event).order_by(Event.id.desc()).limit(limit)
+            if download_id is not None:
+                query = query.where(Event.download_id == download_id)
+            return list(s.scalars(query))
+
+    # --- components (installation status) -----------------------------------------------------------
+    def set_component(self, name: str, state: str, message: str | None = None, log_path: str | None = None) -> None:
+        """Report an installation step; start/end times follow from the state."""
+        with self.session() as s:
+            row = s.get(Component, name) or Component(name=name)
+            s.add(row)
+            now = utcnow()
+            if state == "running" and row.state != "running":
+                row.started_at, row.ended_at = now, None
+            if state in ("done", "failed", "skipped"):
+                row.ended_at = now
+            row.state, row.updated_at = state, now
+            if message is not None:
+                row.message = message
+            if log_path is not None:
+                row.log_path = log_path
+
+    def components(self) -> list[Component]:
+        with self.session() as s:
+            return list(s.scalars(select(Component).order_by(Component.name)))

@@ -91,8 +91,8 @@ class Aria2Daemon:
             "split": str(s.connections),
             "min-split-size": s.min_split_size,
             "max-overall-download-limit": s.max_download_limit,
-            "max-tries": "5",
-            "retry-wait": "2",
+            "max-tries": str(s.aria2_max_tries),
+            "retry-wait": str(s.aria2_retry_wait),
             "connect-timeout": "15",
             "timeout": "30",
             "max-file-not-found": "3",
@@ -158,6 +158,10 @@ class Aria2Daemon:
     def _log_tail(self) -> str:
         return (_tail(self.settings.state_dir / "aria2.stdout.log") + "\n" + _tail(self.log_path)).strip()
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     def check_alive(self) -> None:
         """Raise Aria2Error if the daemon died."""
         if self.proc is None or self.proc.poll() is not None:
@@ -165,23 +169,18 @@ class Aria2Daemon:
             raise Aria2Error(f"aria2c is not running (exit code {code}): {self._log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask aria2c to shut down (it writes its control files), then make sure it is gone."""
+        """Stop aria2c (it writes its control files on the way out), then make sure it is gone."""
         if self.proc is None:
             return
-        if self.proc.poll() is None and self.api is not None:
-            try:
-                self.api.client.shutdown()
-            except Exception:  # noqa: BLE001 - it may already be dying; terminate below
-                pass
+        if self.proc.poll() is None:
+            # SIGTERM runs the same orderly halt as the shutdown RPC (control files saved) but takes
+            # ~1 s instead of the RPC's ~4 s.
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                self.proc.kill()
+                self.proc.wait()
         self.proc = None
 
     def __enter__(self) -> Aria2Daemon:

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -23,10 +22,10 @@ from .config import Settings
 from .errors import ConfigError, DownloaderError, ManifestError, WorkspaceBusy, human_bytes
 from .files import quarantine
 from .manifest import Catalog, ModelSpec, confine, load_catalog
-from .manager import Manager
+from .fetch import run_plan, start_manager
 from .plan import Plan, build_plan
 from .progress import FetchProgress
-from .state import DownloadState, Store
+from .state import Download, DownloadState, Store
 from .verify import sha256_file
 
 DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
@@ -171,28 +170,23 @@ def fetch(
         sys.exit(1)
 
 
-def _run_manager(settings: Settings, store: Store, the_plan: Plan, wait: bool) -> list:
-    manager = Manager(settings, store)
-    while True:
-        try:
-            manager.start()
-            break
-        except WorkspaceBusy as e:
-            if not wait:
-                raise click.ClickException(f"{e}; run again later or use --wait") from None
-            err_console.print(f"{e}: waiting for it to finish...")
-            time.sleep(2)
+def _run_manager(settings: Settings, store: Store, the_plan: Plan, wait: bool) -> list[Download]:
+    try:
+        manager = start_manager(settings, store, wait, on_wait=lambda msg: err_console.print(f"{msg}: waiting..."))
+    except WorkspaceBusy as e:
+        raise click.ClickException(f"{e}; run again later, or without --no-wait to wait for it") from None
+    except DownloaderError as e:
+        raise click.ClickException(str(e)) from None
     progress = FetchProgress(console)
+    received: list[int] = []
 
     def stop(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
         manager.request_stop()
-        ctx_signal[0] = signum
 
-    ctx_signal = [0]
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        ids = manager.submit(the_plan)
-        rows = manager.run(ids, on_tick=progress.update)
+        rows = run_plan(the_plan, manager, on_tick=progress.update)
     except DownloaderError as e:
         raise click.ClickException(str(e)) from None
     finally:
@@ -200,9 +194,9 @@ def _run_manager(settings: Settings, store: Store, the_plan: Plan, wait: bool) -
         manager.close()
         for s, handler in old.items():
             signal.signal(s, handler)
-    if ctx_signal[0]:
-        err_console.print("interrupted: progress is saved, run the same command again to resume")
-        sys.exit(128 + ctx_signal[0])
+    if received:
+        err_console.print("interrupted: progress is saved; run the same command again to resume")
+        sys.exit(128 + received[0])
     return rows
 
 

@@ -69,6 +69,8 @@ class Settings:
     max_attempts: int = 5  # tries per file before it is marked failed
     stall_seconds: float = 60.0  # no new byte for this long = stalled, restart it
     retry_base_seconds: float = 2.0  # backoff: base * 2**attempt, capped at 60 s
+    aria2_max_tries: int = 5  # aria2's own quick retries (5xx, dropped connections) before it reports an error
+    aria2_retry_wait: int = 2  # seconds between those
     aria2_start_timeout: float = 10.0
     poll_interval: float = 0.5
     max_download_limit: str = "0"  # aria2 --max-overall-download-limit (0 = unlimited)
@@ -101,6 +103,8 @@ class Settings:
             stall_seconds=_env_float(env, "DOWNLOADER_STALL_SECONDS", 60.0, 1.0, 3600.0),
             retry_base_seconds=_env_float(env, "DOWNLOADER_RETRY_SECONDS", 2.0, 0.0, 600.0),
             max_download_limit=_env_size(env, "ARIA2_MAX_DOWNLOAD_LIMIT", "0"),
+            aria2_max_tries=_env_int(env, "ARIA2_MAX_TRIES", 5, 1, 100),
+            aria2_retry_wait=_env_int(env, "ARIA2_RETRY_WAIT", 2, 0, 600),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -35,8 +35,15 @@ class WorkspaceLock:
                 f"another downloader (pid {owner.get('pid', '?')}) is already downloading into this workspace"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), **info}).encode())
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), **info}).encode(), 0)
         self._fd = fd
+
+    def record(self, **info: Any) -> None:
+        """Add facts about the owner (aria2's pid, the web port) for others to read."""
+        assert self._fd is not None, "record() needs the lock"
+        data = {**self.owner(), **info}
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(data).encode(), 0)
 
     def owner(self) -> dict[str, Any]:
         """What the current owner wrote (empty if unreadable)."""

@@ -80,6 +80,7 @@ class Manager:
         except Exception:
             self.lock.release()
             raise
+        self.lock.record(aria2_pid=self.daemon.pid)
         for row in self.store.downloads():
             if DownloadState(row.state) in ACTIVE_STATES:
                 self.store.transition(row.id, S.QUEUED, "interrupted: resuming", speed=0)

@@ -1,0 +1,146 @@
+"""Fixtures: a workspace in tmp, real loopback servers, a real aria2c, and the CLI as a real process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from downloader.config import Settings
+from tests.servers import FakeHub, FileServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Blob:
+    """A random file on disk and its facts."""
+
+    path: Path
+    size: int
+    sha256: str
+
+    @property
+    def data(self) -> bytes:
+        return self.path.read_bytes()
+
+
+@pytest.fixture
+def make_blob(tmp_path: Path):
+    """make_blob(size, name=None) -> Blob with random content."""
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+
+    def make(size: int, name: str | None = None) -> Blob:
+        path = folder / (name or f"blob-{size}-{len(list(folder.iterdir()))}.bin")
+        h = hashlib.sha256()
+        with open(path, "wb") as fh:
+            left = size
+            while left:
+                chunk = os.urandom(min(left, 4 << 20))
+                h.update(chunk)
+                fh.write(chunk)
+                left -= len(chunk)
+        return Blob(path, size, h.hexdigest())
+
+    return make
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+def settings(workspace: Path) -> Settings:
+    """Settings for a tmp workspace, tuned so retries and stalls happen in test time."""
+    return Settings(
+        workspace=workspace,
+        models_dir=workspace / "ComfyUI" / "models",
+        state_dir=workspace / ".downloader",
+        manifest_dirs=(),
+        connections=4,
+        min_split_size="1M",
+        retry_base_seconds=0.2,
+        stall_seconds=5.0,
+        poll_interval=0.1,
+    )
+
+
+@pytest.fixture
+def cdn() -> Iterator[FileServer]:
+    with FileServer() as server:
+        yield server
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as server:
+        yield server
+
+
+@pytest.fixture
+def manifest(tmp_path: Path):
+    """manifest(yaml_text) -> path of a manifest file holding it."""
+    counter = [0]
+
+    def write(text: str) -> Path:
+        counter[0] += 1
+        path = tmp_path / f"manifest-{counter[0]}.yaml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a user would set for this workspace."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "DOWNLOADER_", "ARIA2"))}
+    env.update(
+        WORKSPACE=str(settings.workspace),
+        MODELS_DIR=str(settings.models_dir),
+        DOWNLOADER_STATE=str(settings.state_dir),
+        DOWNLOADER_MANIFESTS=str(settings.workspace / "no-shipped-manifests"),
+        ARIA2_CONNECTIONS=str(settings.connections),
+        ARIA2_MIN_SPLIT_SIZE=settings.min_split_size,
+        DOWNLOADER_RETRY_SECONDS=str(settings.retry_base_seconds),
+        DOWNLOADER_STALL_SECONDS=str(settings.stall_seconds),
+        PYTHONUNBUFFERED="1",
+        COLUMNS="200",
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m downloader ARGS` as a real process and capture what the user sees."""
+    return subprocess.run(
+        [sys.executable, "-m", "downloader", *args],
+        env=cli_env(settings, **env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_cli(settings: Settings, *args: str, **env: str) -> subprocess.Popen[str]:
+    """Start `python -m downloader ARGS` in the background (for kill -9 and ps checks)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "downloader", *args],
+        env=cli_env(settings, **env),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )

@@ -45,6 +45,9 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _catalog(settings: Settings, manifests: Sequence[str]) -> Catalog:
     paths = [Path(m) for m in manifests] if manifests else list(settings.manifest_dirs)
+    missing = [str(p) for p in paths[: len(manifests)] if not p.exists()]
+    if missing:
+        raise BadInput(f"manifest not found (no such file or folder): {', '.join(missing)}")
     try:
         return load_catalog(paths, settings.models_dir)
     except ManifestError as e:

@@ -6,6 +6,7 @@ manifests load together into one `Catalog`: ids, preset names and destinations m
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -76,13 +77,17 @@ def check_dest(dest: str) -> str:
     if "\\" in dest:
         raise ValueError("dest must use '/' separators, not '\\'")
     path = PurePosixPath(dest)
-    if path.is_absolute() or re.match(r"^[A-Za-z]:", dest):
+    if path.is_absolute():
         raise ValueError(f"dest {dest!r} is absolute; it must be relative to the models dir")
     if ".." in path.parts:
         raise ValueError(f"dest {dest!r} contains '..' and would escape the models dir")
     parts = [p for p in path.parts if p != "."]
-    if not parts or dest.endswith("/"):
+    if not parts or dest.split("/")[-1] in ("", "."):
         raise ValueError(f"dest {dest!r} must name a file")
+    if re.match(r"^[A-Za-z]:", parts[0]):
+        raise ValueError(f"dest {dest!r} is an absolute Windows path; it must be relative to the models dir")
+    if any(len(p.encode()) > 255 for p in parts):
+        raise ValueError(f"dest {dest!r} has a name longer than 255 bytes")
     if parts[-1].endswith((TEMP_SUFFIX, ".aria2")):
         raise ValueError(f"dest {dest!r} ends in a suffix reserved for partial downloads")
     return "/".join(parts)
@@ -90,16 +95,18 @@ def check_dest(dest: str) -> str:
 
 def confine(models_dir: Path, dest: str) -> Path:
     """The absolute path of `dest`, refusing symlinked folders that point outside `models_dir`."""
-    root = models_dir.resolve()
     target = models_dir / check_dest(dest)
-    # resolve() follows every symlink that exists now; the file itself may not exist yet.
-    real_parent = target.parent.resolve()
+    try:
+        root = models_dir.resolve()
+        # resolve() follows every symlink that exists now; the file itself may not exist yet.
+        real_parent = target.parent.resolve()
+        real = target.resolve() if target.is_symlink() else None
+    except (OSError, RuntimeError) as e:  # symlink loops, names the filesystem refuses
+        raise ValueError(f"dest {dest!r} cannot be resolved: {e}") from None
     if real_parent != root and root not in real_parent.parents:
         raise ValueError(f"dest {dest!r} resolves to {real_parent}, outside the models dir {root}")
-    if target.is_symlink():
-        real = target.resolve()
-        if root not in real.parents:
-            raise ValueError(f"dest {dest!r} is a symlink to {real}, outside the models dir {root}")
+    if real is not None and root not in real.parents:
+        raise ValueError(f"dest {dest!r} is a symlink to {real}, outside the models dir {root}")
     return target
 
 
@@ -196,7 +203,9 @@ class Catalog:
             wanted.update(self.presets[name].models)
         for model_id in only:
             if model_id not in self.models:
-                raise UnknownPresetError(f"unknown model id {model_id!r}")
+                close = difflib.get_close_matches(model_id, list(self.models), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise UnknownPresetError(f"unknown model id {model_id!r}{hint}")
             wanted.add(model_id)
         return [m for m in self.models.values() if m.id in wanted]
 
@@ -230,7 +239,10 @@ def parse_manifest(text: str, name: str) -> ManifestFile:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
-        raise ManifestError(f"YAML syntax error: {e.problem or e}", file=name, line=line) from None
+        context = ""
+        if e.context and e.context_mark and e.context_mark.line + 1 != line:
+            context = f" ({e.context} on line {e.context_mark.line + 1})"
+        raise ManifestError(f"YAML syntax error: {e.problem or e}{context}", file=name, line=line) from None
     except yaml.YAMLError as e:
         raise ManifestError(f"YAML error: {e}", file=name) from None
     if data is None:
@@ -260,18 +272,29 @@ def parse_manifest(text: str, name: str) -> ManifestFile:
     return ManifestFile.model_construct(presets=manifest.presets, models=models)
 
 
-def _check_duplicate_keys(node: yaml.Node | None, name: str) -> None:
+def _check_duplicate_keys(node: yaml.Node | None, name: str, seen_nodes: set[int] | None = None) -> None:
     """PyYAML silently keeps the last of two equal keys; a manifest typo must not vanish like that."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if node is None or id(node) in seen_nodes:  # aliases can make the tree a graph
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        keys: set[str] = set()
         for k, v in node.value:
-            if k.value in seen:
-                raise ManifestError(f"key {k.value!r} appears twice", file=name, line=k.start_mark.line + 1)
-            seen.add(k.value)
-            _check_duplicate_keys(v, name)
+            if k.value in keys:
+                model_id = next((str(v2.value) for k2, v2 in node.value if k2.value == "id"), None)
+                raise ManifestError(
+                    f"key {k.value!r} appears twice",
+                    file=name,
+                    model_id=model_id,
+                    field=str(k.value),
+                    line=k.start_mark.line + 1,
+                )
+            keys.add(k.value)
+            _check_duplicate_keys(v, name, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for v in node.value:
-            _check_duplicate_keys(v, name)
+            _check_duplicate_keys(v, name, seen_nodes)
 
 
 def manifest_paths(dirs_or_files: Iterable[Path]) -> list[Path]:

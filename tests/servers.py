@@ -47,6 +47,7 @@ plain HTTP path is taken. ``snapshot_download`` also calls
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import email.utils
 import errno
@@ -266,6 +267,17 @@ class _Exchange:
         self.status = 0
         self.sent = 0
         self.fault: str | None = None
+        self.is_finishing = False
+
+    def finishing(self) -> None:
+        """Mark that the next write/close completes what the client will see.
+
+        Stats readers wait for finishing exchanges, so a client that has just
+        read a whole response always finds it in ``requests``/``bytes_sent``.
+        """
+        if not self.is_finishing:
+            self.is_finishing = True
+            self.owner._begin_finishing()
 
     # -- responses ---------------------------------------------------------
 
@@ -288,6 +300,7 @@ class _Exchange:
         """Send a small complete response (body omitted for HEAD)."""
         all_headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
         all_headers.update(headers or {})
+        self.finishing()
         self.start(status, all_headers)
         if self.method != "HEAD" and body:
             self.handler.wfile.write(body)
@@ -335,6 +348,8 @@ class _Exchange:
             fault = None
             if faults and self.method == "GET" and count > 0:
                 fault = self.owner._take_fault(("drop", "stall"), self.path)
+            if self.method == "HEAD" or count == 0:
+                self.finishing()
             self.start(status, headers)
             if self.method == "HEAD":
                 return
@@ -342,7 +357,9 @@ class _Exchange:
             if fault is not None:
                 self.fault = fault.kind
                 limit = min(count, fault.after_bytes)
-            self._send_body(f, content.data, start, limit, rate_limit)
+            # A faulted body is not complete when its last byte is written:
+            # the close that follows is what the client observes.
+            self._send_body(f, content.data, start, limit, rate_limit, final=fault is None)
             if fault is not None:
                 if fault.kind == "stall":
                     self._stall(fault.seconds)
@@ -354,7 +371,14 @@ class _Exchange:
     # -- body writing ------------------------------------------------------
 
     def _send_body(
-        self, f: BinaryIO | None, data: bytes | None, offset: int, count: int, rate_limit: float | None
+        self,
+        f: BinaryIO | None,
+        data: bytes | None,
+        offset: int,
+        count: int,
+        rate_limit: float | None,
+        *,
+        final: bool,
     ) -> None:
         """Write ``count`` body bytes, pacing to ``rate_limit`` bytes/s if set."""
         stop = self.owner._stop_event
@@ -370,6 +394,8 @@ class _Exchange:
             if stop.is_set():
                 raise _Aborted("server stopping")
             want = min(count - sent, chunk)
+            if final and want == count - sent:
+                self.finishing()
             if view is not None:
                 n = sock.send(view[offset + sent : offset + sent + want])
             else:
@@ -445,7 +471,12 @@ class _ServerBase:
         self._thread: threading.Thread | None = None
         self._handlers: set[_Handler] = set()
         self._idle = threading.Condition(self._lock)
-        self._records: list[RequestRecord] = []
+        # (arrival sequence number, record), kept sorted: a quick response can
+        # complete before a slower one that arrived first.
+        self._records: list[tuple[int, RequestRecord]] = []
+        self._seq = 0
+        self._inflight = 0  # exchanges between request parse and record
+        self._finishing = 0  # of those, how many are about to complete
         self._bytes: dict[str, int] = {}
         self._faults: list[_Fault] = []
 
@@ -512,16 +543,34 @@ class _ServerBase:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """Snapshot of the requests handled so far, in completion order."""
-        with self._lock:
-            return list(self._records)
+        """Snapshot of the requests handled so far, in arrival order.
+
+        Responses still in progress (a long or stalled body) are not listed.
+        """
+        with self._idle:
+            self._settle()
+            return [rec for _, rec in self._records]
 
     def bytes_sent(self, path: str | None = None) -> int:
-        """Body bytes written to sockets, in total or for one URL path."""
-        with self._lock:
+        """Body bytes written to sockets, in total or for one URL path.
+
+        Bytes handed to the kernel, so it can exceed what a client that hung
+        up early (e.g. aria2 ending an open-ended range) actually read.
+        """
+        with self._idle:
+            self._settle()
             if path is None:
                 return sum(self._bytes.values())
             return self._bytes.get(path, 0)
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until no request is being handled; False on timeout.
+
+        Use after a client that drops connections mid-body (aria2 does, at the
+        end of segments) so every server thread has recorded its exchange.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
 
     def reset_stats(self) -> None:
         """Forget the request log and byte counters."""
@@ -535,6 +584,14 @@ class _ServerBase:
             self._faults.clear()
 
     # -- internals -----------------------------------------------------------
+
+    def _settle(self) -> None:
+        """With ``_idle`` held: let responses whose last bytes are out get recorded."""
+        self._idle.wait_for(lambda: self._finishing == 0, timeout=2.0)
+
+    def _begin_finishing(self) -> None:
+        with self._lock:
+            self._finishing += 1
 
     def _register(self, handler: _Handler) -> None:
         with self._lock:
@@ -568,6 +625,10 @@ class _ServerBase:
 
     def _dispatch(self, handler: _Handler) -> None:
         ex = _Exchange(handler, self)
+        with self._lock:
+            self._inflight += 1
+            self._seq += 1
+            seq = self._seq
         try:
             # A request body (unusual for GET/HEAD) must be drained to keep the
             # keep-alive stream in sync.
@@ -577,6 +638,7 @@ class _ServerBase:
             self._route(ex)
         except _Aborted:
             handler.close_connection = True
+            ex.finishing()
             with contextlib.suppress(OSError):
                 # Flush what was sent, then FIN: the client sees a short body.
                 handler.connection.shutdown(socket.SHUT_RDWR)
@@ -586,10 +648,22 @@ class _ServerBase:
             handler.close_connection = True
             if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
                 raise
+        except Exception as e:
+            # A bug in this module: answer 500 with the error so the test that
+            # hit it fails loudly instead of seeing a silently closed socket.
+            _log.exception("error handling %s %s", ex.method, ex.path)
+            handler.close_connection = True
+            if ex.status == 0:
+                with contextlib.suppress(OSError):
+                    ex.send_simple(500, f"{type(e).__name__}: {e}\n".encode(), {"Connection": "close"})
         finally:
             rec = ex.record()
-            with self._lock:
-                self._records.append(rec)
+            with self._idle:
+                bisect.insort(self._records, (seq, rec), key=lambda item: item[0])
+                self._inflight -= 1
+                if ex.is_finishing:
+                    self._finishing -= 1
+                self._idle.notify_all()
 
     def _route(self, ex: _Exchange) -> None:
         raise NotImplementedError
@@ -800,8 +874,10 @@ class FakeHub(_ServerBase):
 
     The CDN (``.cdn``) is a FileServer on another loopback host (default
     127.0.0.2, ``sign_required=True``) so the library treats it as off-hub and
-    drops the Authorization header, as with the real CDN. ``url_ttl`` is the
-    validity of the signed URLs handed out and may be changed at any time.
+    drops the Authorization header, as with the real CDN. A CDN passed in is
+    started and stopped by the caller. ``url_ttl`` is the validity of the
+    signed URLs handed out and may be changed at any time. LFS files live on
+    the CDN at ``/lfs/{repo_id}/{commit}/{path_in_repo}``.
     """
 
     def __init__(self, cdn: FileServer | None = None, url_ttl: float = 3600.0, host: str = "127.0.0.1") -> None:

@@ -17,11 +17,16 @@ from tests.servers import FakeHub, FileServer
 TOKEN = "hf_FAKEtokenFORtestsONLYabcdefghijklmnop"
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition", proc=None) -> None:
+    """Poll until `predicate()`; on time-out stop `proc` and show what it printed."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            output = ""
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                output = proc.communicate(timeout=10)[0]
+            raise AssertionError(f"timed out waiting for {what}; the command printed:\n{output}")
         time.sleep(0.05)
 
 
@@ -73,7 +78,7 @@ def test_kill_9_mid_download_then_resume_fetches_little_again(settings, make_blo
                 sha256: {blob.sha256}
         """)
         proc = start_cli(settings, "fetch", str(path))
-        wait_for(lambda: bytes_done(settings, "m") >= blob.size // 2, 60, "half the file")
+        wait_for(lambda: bytes_done(settings, "m") >= blob.size // 2, 60, "half the file", proc)
         kill_everything(settings, proc)
         part = settings.models_dir / "diffusion_models/m.safetensors.part"
         assert part.exists() and not (settings.models_dir / "diffusion_models/m.safetensors").exists()
@@ -102,7 +107,7 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes(settings, make_blob, man
                 sha256: {blob.sha256}
         """)
         proc = start_cli(settings, "fetch", str(path))
-        wait_for(lambda: bytes_done(settings, "m") > 2 << 20, 60, "some progress")
+        wait_for(lambda: bytes_done(settings, "m") > 2 << 20, 60, "some progress", proc)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 128 + signal.SIGTERM, out
@@ -128,7 +133,7 @@ def test_token_reaches_the_hub_but_never_logs_urls_or_process_lists(settings, ma
                     dest: loras/gated.safetensors
             """)
             proc = start_cli(settings, "fetch", str(path), HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN)
-            wait_for(lambda: bytes_done(settings, "gated") > 0, 60, "the download to start")
+            wait_for(lambda: bytes_done(settings, "gated") > 0, 60, "the download to start", proc)
             # while it runs: no process on the machine shows the token (or the RPC secret) in its arguments
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
@@ -246,7 +251,7 @@ def test_second_fetch_on_a_busy_workspace_says_who_owns_it(settings, make_blob, 
                 dest: loras/m.safetensors
         """)
         first = start_cli(settings, "fetch", str(path))
-        wait_for(lambda: bytes_done(settings, "m") > 0, 60, "the first fetch to start")
+        wait_for(lambda: bytes_done(settings, "m") > 0, 60, "the first fetch to start", first)
         res = run_cli(settings, "fetch", "--no-wait", str(path))
         assert res.returncode == 1
         assert f"another downloader (pid {first.pid})" in res.stderr

@@ -53,7 +53,8 @@ def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) -
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        with e:
+            return e.code, dict(e.headers), e.read()
 
 
 def _conn(srv: FileServer, timeout: float = 10) -> http.client.HTTPConnection:
@@ -305,6 +306,7 @@ def test_aria2c_segmented_download_is_identical(tmp_path: Path) -> None:
         proc = _aria2c(srv.url + "/big.bin", out)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert out.read_bytes() == src.read_bytes()
+        assert srv.wait_idle()
         recs = [r for r in srv.requests if r.path == "/big.bin"]
         # aria2 really split the download over several connections with ranges.
         assert len({r.client_port for r in recs}) >= 4
@@ -323,6 +325,7 @@ def test_aria2c_recovers_from_dropped_connections(tmp_path: Path) -> None:
         proc = _aria2c(srv.url + "/big.bin", out)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert out.read_bytes() == src.read_bytes()
+        assert srv.wait_idle()
         assert sum(1 for r in srv.requests if r.fault == "drop") == 3
 
 

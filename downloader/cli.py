@@ -158,7 +158,8 @@ def fetch(
     with Store(settings.db_path) as store:
         the_plan = build_plan(specs, settings, store)
         for item in the_plan.errors:
-            err_console.print(f"[red]refusing[/] {item.spec.id}: {item.error}")
+            verdict = "[yellow]will retry[/]" if item.error and item.error.retryable else "[red]refusing[/]"
+            err_console.print(f"{verdict} {item.spec.id}: {item.error}")
         try:
             the_plan.check_disk()
         except DownloaderError as e:

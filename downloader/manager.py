@@ -128,6 +128,11 @@ class Manager:
                 if state != S.DONE:
                     self.store.transition(spec.id, S.VERIFYING, "found in place")
                     self.store.transition(spec.id, S.DONE, "in place", bytes_done=item.size or 0)
+            elif item.action == "error" and item.error is not None and item.error.retryable:
+                # e.g. the hub is briefly unreachable: the loop resolves again with backoff
+                if state not in (S.QUEUED, S.DOWNLOADING, S.VERIFYING):
+                    self.store.transition(spec.id, S.QUEUED, f"queued: {item.error}", attempts=0)
+                self.store.update(spec.id, error=str(item.error), next_attempt_at=None)
             elif item.action == "error":
                 assert item.error is not None
                 if state in (S.DONE, S.VERIFYING, S.DOWNLOADING):
@@ -238,8 +243,9 @@ class Manager:
             res = self._resolve(row)
             if res is None:
                 return False
+        size, sha256 = res.size or row.size, res.sha256 or row.sha256
         have = file_size(part) or 0
-        need = max((row.size or 0) - have, 0)
+        need = max((size or 0) - have, 0)
         free = free_bytes(dest.parent)
         if need > free:
             err = DiskSpaceError(str(dest.parent), need, free)
@@ -247,7 +253,7 @@ class Manager:
             return False
         dest.parent.mkdir(parents=True, exist_ok=True)
         gid = self.daemon.add(res.url, dest.parent, part.name, res.headers)
-        job = Job(row.id, dest, part, "download", row.size, row.sha256, gid=gid)
+        job = Job(row.id, dest, part, "download", size, sha256, gid=gid)
         job.hasher = PrefixHasher(part)
         self.jobs[row.id] = job
         resumed = f" (resuming at {human_bytes(have)})" if have else ""
@@ -262,6 +268,8 @@ class Manager:
             self._retry_or_fail(row.id, str(result), retryable=result.retryable)
             return None
         self.resolved[row.id] = result
+        # What the source says now is what the file is checked against.
+        self.store.update(row.id, size=result.size, sha256=result.sha256, sha256_origin=result.sha256_origin)
         return result
 
     # --- running --------------------------------------------------------------------------------------

@@ -92,6 +92,8 @@ def build_plan(specs: Sequence[ModelSpec], settings: Settings, store: Store) -> 
         items.append(item)
         to_resolve.append(item)
     for item, result in zip(to_resolve, resolve_all([i.spec for i in to_resolve], settings)):
+        if isinstance(result, SourceError) and result.retryable and item.action == "adopt" and item.spec.sha256:
+            continue  # hub unreachable, but the file in place can still be checked against the pinned sha256
         if isinstance(result, SourceError):
             item.action, item.error = "error", result
         else:

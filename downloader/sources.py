@@ -97,7 +97,8 @@ def resolve_hf(spec: ModelSpec, src: HfSource, settings: Settings) -> Resolved:
     revision = spec.revision or "main"
     url = hf_hub_url(src.repo_id, src.path, revision=revision, endpoint=endpoint)
     try:
-        meta = get_hf_file_metadata(url, token=settings.hf_token or False, endpoint=endpoint, retry_on_errors=True)
+        # No retries here: a retryable failure is retried by the Manager, with its own backoff and progress.
+        meta = get_hf_file_metadata(url, token=settings.hf_token or False, endpoint=endpoint)
     except Exception as e:  # noqa: BLE001 - every hub failure becomes one clear SourceError
         raise _hub_error(spec, src, e) from None
     etag = (meta.etag or "").lower()

@@ -288,3 +288,25 @@ def test_two_owners_of_one_workspace_are_refused(settings):
             other = Manager(settings, store)
             with pytest.raises(WorkspaceBusy, match="already downloading"):
                 other.start()
+
+
+def test_file_in_place_is_adopted_even_when_the_source_is_unreachable(settings, make_blob):
+    """A pod restarted without network still finds its verified files (the manifest pins the sha256)."""
+    blob = make_blob(1 << 20)
+    dest = settings.models_dir / "loras/model.safetensors"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(blob.data)
+    settings = settings.with_(hf_endpoint="http://127.0.0.1:9")  # nothing listens on the discard port
+    [row] = fetch([spec("hf://Org/Repo/m.safetensors", sha256=blob.sha256)], settings)
+    assert row.state == "done" and row.verified
+
+
+def test_hub_briefly_down_is_retried_with_backoff(settings, hub, make_blob):
+    blob = make_blob(1 << 20)
+    hub.add_file("Org/Repo", "m.safetensors", blob.path)
+    hub.fail_next(2, status=503)  # the plan's resolve and the first retry see a hub that is down
+    settings = settings.with_(hf_endpoint=hub.url)
+    [row] = fetch([spec("hf://Org/Repo/m.safetensors")], settings)
+    assert row.state == "done" and row.verified
+    with Store(settings.db_path) as store:
+        assert any("retrying in" in e.message and "503" in e.message for e in store.events("model"))

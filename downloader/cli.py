@@ -271,6 +271,34 @@ def verify(ctx: click.Context, only: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), envvar="DOWNLOADER_PORT", default=8765, show_default=True,
+              help="Port (DOWNLOADER_PORT).")
+@preset_opt
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, presets: tuple[str, ...]) -> None:
+    """Run the web UI and the download manager until stopped (SIGTERM/Ctrl-C).
+
+    Queues --preset (default: $MODEL_PRESETS, or none) at start; downloads left unfinished by an earlier
+    run continue by themselves.
+
+    Example: downloader serve --preset wan22-t2v-14b-fp8
+    """
+    from .serve import run_service
+
+    settings = _settings(ctx)
+    if not presets:
+        presets = tuple(p.strip() for p in os.environ.get("MODEL_PRESETS", "").split(",") if p.strip() not in ("", "none"))
+    try:
+        code = run_service(settings, host, port, presets, console=err_console)
+    except ManifestError as e:
+        raise BadInput(str(e)) from None
+    except DownloaderError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(code)
+
+
+@main.command()
 @manifest_args
 @click.pass_context
 def presets(ctx: click.Context, manifests: tuple[str, ...]) -> None:

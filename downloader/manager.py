@@ -156,6 +156,9 @@ class Manager:
     def retry(self, download_id: str) -> None:
         self._commands.put(("retry", download_id))
 
+    def cancel(self, download_id: str) -> None:
+        self._commands.put(("cancel", download_id))
+
     def _handle_commands(self) -> None:
         while True:
             try:
@@ -171,6 +174,10 @@ class Manager:
                 self.store.transition(download_id, S.PAUSED, "paused", speed=0)
             elif verb == "resume" and state == S.PAUSED:
                 self.store.transition(download_id, S.QUEUED, "resumed", next_attempt_at=None)
+            elif verb == "cancel" and state != S.DONE:
+                self._drop_job(download_id)
+                remove_partial(part_path(confine(self.s.models_dir, row.dest)))
+                self.store.transition(download_id, S.FAILED, "cancelled", error="cancelled by user", speed=0, bytes_done=0)
             elif verb == "retry" and state == S.FAILED:
                 self.store.transition(download_id, S.QUEUED, "retry", attempts=0, error=None, next_attempt_at=None)
 
@@ -379,7 +386,10 @@ class Manager:
             return
         job.stop()
         if job.gid is not None and job.task is None:
+            last = self.daemon.status(job.gid)
             self.daemon.remove(job.gid)
+            if last is not None:  # what is on disk now, for the UI and the next resume
+                self.store.update(download_id, bytes_done=last.completed)
 
     def _retry_or_fail(self, download_id: str, message: str, retryable: bool = True) -> None:
         """Queue again with exponential backoff, or mark failed once the attempts are used up."""

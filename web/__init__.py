@@ -1,0 +1,82 @@
+"""The web UI on port 8765: create_app() builds the Flask app around one DownloadService."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, current_app, request
+
+from downloader import __version__
+from downloader.config import Settings
+from downloader.errors import human_bytes
+from downloader.service import DownloadService
+
+from . import auth
+
+# Navigation: (label, endpoint or None, external port or None); pages of later features appear once registered.
+NAV = (
+    ("Downloads", "downloads.page", None),
+    ("Files", "files.page", None),
+    ("Video calculator", "calculator.page", None),
+    ("Installation status", "status.page", None),
+    ("JupyterLab", None, "JUPYTER_PORT:8888"),
+    ("ComfyUI", None, "COMFYUI_PORT:8188"),
+)
+
+
+def service() -> DownloadService:
+    """The app's DownloadService (one per app)."""
+    return current_app.extensions["downloader"]  # type: ignore[no-any-return]
+
+
+def port_url(port: int) -> str:
+    """Another port of this pod, as the browser can reach it: RunPod's proxy, or same host, other port."""
+    pod = os.environ.get("RUNPOD_POD_ID")
+    if pod:
+        return f"https://{pod}-{port}.proxy.runpod.net/"
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    return f"{request.scheme}://{host}:{port}/"
+
+
+def _nav() -> list[dict[str, Any]]:
+    links = []
+    for label, endpoint, port_spec in NAV:
+        if endpoint is not None:
+            if endpoint in current_app.view_functions:
+                links.append({"label": label, "endpoint": endpoint, "external": False})
+        else:
+            var, default = port_spec.split(":")  # type: ignore[union-attr]
+            links.append({"label": label, "url": port_url(int(os.environ.get(var) or default)), "external": True})
+    return links
+
+
+def create_app(
+    settings: Settings | None = None,
+    svc: DownloadService | None = None,
+    test_config: dict[str, Any] | None = None,
+    auth_config: auth.AuthConfig | None = None,
+) -> Flask:
+    """Build the app. The service is not started here: `downloader serve` (or a test) starts it."""
+    app = Flask(__name__)
+    settings = settings or (svc.settings if svc is not None else Settings.from_env())
+    svc = svc or DownloadService(settings)
+    app.extensions["downloader"] = svc
+    app.config.update(
+        SECRET_KEY=auth.secret_key(settings.state_dir),
+        PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        MAX_CONTENT_LENGTH=None,
+        VERSION=__version__,
+    )
+    if test_config:
+        app.config.update(test_config)
+    auth.init_app(app, auth_config or auth.resolve_auth(settings.state_dir))
+
+    from . import downloads, status
+
+    app.register_blueprint(downloads.bp)
+    app.register_blueprint(status.bp)
+    app.jinja_env.filters["bytes"] = lambda n: human_bytes(n) if n else "?"
+    app.context_processor(lambda: {"nav": _nav(), "auth_on": app.config["AUTH"].password is not None})
+    return app

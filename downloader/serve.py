@@ -1,0 +1,72 @@
+"""`downloader serve`: the web UI under a production WSGI server (waitress), with the manager in the background."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from rich.console import Console
+from waitress.server import create_server
+
+from .config import Settings
+from .errors import DownloaderError
+from .service import DownloadService
+
+log = logging.getLogger(__name__)
+
+
+def _queue_presets(svc: DownloadService, presets: Sequence[str], console: Console) -> None:
+    """Queue the start-up presets without holding up the UI (resolving them talks to the hub)."""
+    for name in presets:
+        try:
+            ids = svc.start_preset(name)
+            console.print(f"queued preset {name}: {', '.join(ids)}")
+        except DownloaderError as e:
+            console.print(f"[red]cannot queue preset {name}[/]: {e}")
+            svc.store.log(None, f"cannot queue preset {name}: {e}", "error")
+
+
+def run_service(settings: Settings, host: str, port: int, presets: Sequence[str], console: Console) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code (128 + signal)."""
+    from web import create_app
+    from web.auth import resolve_auth
+
+    svc = DownloadService(settings)  # loads the manifests: a bad one stops us here, with its error
+    for name in presets:
+        if name not in svc.catalog.presets:
+            known = ", ".join(sorted(svc.catalog.presets))
+            raise DownloaderError(f"unknown preset {name!r} (known presets: {known})")
+    auth = resolve_auth(settings.state_dir)
+    app = create_app(settings, svc, auth_config=auth)
+    server = create_server(app, host=host, port=port, threads=8, ident="downloader")
+    svc.start()
+    threading.Thread(target=_queue_presets, args=(svc, presets, console), name="presets", daemon=True).start()
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    console.print(f"downloader UI on http://{shown}:{server.effective_port}/ (models in {settings.models_dir})")
+    if auth.password is None:
+        console.print("[yellow]warning[/]: DOWNLOADER_AUTH=none: the UI has no password; anyone who can reach it can use it")
+    elif auth.source == "generated":
+        # Printed once to the service's own console so the pod owner can log in; never written to a log file.
+        console.print(f"password (generated, kept in {auth.file}): {auth.password}")
+    else:
+        console.print(f"password: the value of {auth.source}")
+    received: list[int] = []
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        server.close()
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except (OSError, ValueError):
+        if not received:  # close() from the handler makes the loop raise on the closed socket
+            raise
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        svc.stop()
+    return 128 + received[0] if received else 0

@@ -1,0 +1,222 @@
+"""The long-running downloader: a Manager working in a background thread, and the calls a UI makes on it.
+
+`downloader serve` and the web app share one `DownloadService`. If another process owns the workspace (a CLI
+`fetch`), the service keeps answering and takes over the downloads as soon as that process lets go.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .errors import DownloaderError, ManifestError, SourceError, WorkspaceBusy
+from .files import part_path
+from .manager import Manager
+from .manifest import Catalog, ModelSpec, confine, load_catalog
+from .plan import build_plan
+from .state import TERMINAL_STATES, Download, DownloadState, Store
+
+log = logging.getLogger(__name__)
+S = DownloadState
+
+
+class NotFound(DownloaderError, KeyError):
+    """No such download or preset."""
+
+
+class Conflict(DownloaderError):
+    """The request contradicts what exists (an id or a dest already taken)."""
+
+
+@dataclass
+class PresetView:
+    name: str
+    description: str | None
+    models: list[str]
+    size: int
+
+
+class DownloadService:
+    """Owns the Store, the catalog and a Manager thread; every method is safe to call from request threads."""
+
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.store = Store(settings.db_path)
+        self.catalog = catalog if catalog is not None else load_catalog(settings.manifest_dirs, settings.models_dir)
+        self.manager = Manager(settings, self.store)
+        self.owner_note: str | None = None  # why we are not downloading (another owner), for the UI
+        self.fatal: str | None = None  # the manager thread died with this error
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._submit_lock = threading.Lock()
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the manager thread (it waits for the workspace lock if someone else holds it)."""
+        self._thread = threading.Thread(target=self._run, name="manager", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.manager.start()
+                break
+            except WorkspaceBusy as e:
+                self.owner_note = f"{e}; downloads resume here when it finishes"
+                self._stopping.wait(2)
+            except DownloaderError as e:
+                self.fatal = str(e)
+                log.error("downloader cannot start: %s", e)
+                return
+        else:
+            return
+        self.owner_note = None
+        try:
+            self.manager.run(None, until_done=False)
+        except DownloaderError as e:
+            self.fatal = str(e)
+            log.error("download manager stopped: %s", e)
+        finally:
+            self.manager.close()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the manager (downloads resume on the next start) and wait for it."""
+        self._stopping.set()
+        self.manager.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.store.close()
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.manager.daemon.log_path
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.manager.lock.held
+
+    # --- reading --------------------------------------------------------------------------------------
+    def downloads(self) -> list[Download]:
+        return self.store.downloads()
+
+    def get(self, download_id: str) -> Download:
+        row = self.store.get(download_id)
+        if row is None:
+            raise NotFound(f"no download with id {download_id!r}")
+        return row
+
+    def presets(self) -> list[PresetView]:
+        return [
+            PresetView(name, p.description, list(p.models), sum(self.catalog.models[m].size or 0 for m in p.models))
+            for name, p in self.catalog.presets.items()
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and bytes over every row: for totals and health checks."""
+        rows = self.store.downloads()
+        counts = {s.value: 0 for s in S}
+        for r in rows:
+            counts[r.state] += 1
+        total = sum(r.size or 0 for r in rows)
+        done = sum((r.size or 0) if r.state == S.DONE.value else r.bytes_done for r in rows)
+        speed = sum(r.speed for r in rows if r.state == S.DOWNLOADING.value)
+        return {
+            "counts": counts,
+            "bytes_total": total,
+            "bytes_done": done,
+            "speed": speed,
+            "required_done": all(r.state == S.DONE.value for r in rows if r.required),
+            "manager": "running" if self.running else ("failed" if self.fatal else "waiting"),
+            "note": self.fatal or self.owner_note,
+        }
+
+    # --- acting ---------------------------------------------------------------------------------------
+    def start_preset(self, name: str) -> list[str]:
+        """Queue every model of a preset (resolving them first; errors are per file); returns the ids."""
+        try:
+            specs = self.catalog.select([name])
+        except ManifestError as e:
+            raise NotFound(str(e)) from None
+        return self._submit(specs)
+
+    def start_models(self, ids: Sequence[str]) -> list[str]:
+        """Queue single manifest models."""
+        try:
+            specs = self.catalog.select((), ids)
+        except ManifestError as e:
+            raise NotFound(str(e)) from None
+        return self._submit(specs)
+
+    def add(self, spec: ModelSpec) -> str:
+        """Queue an ad-hoc download (not in a manifest); refuses ids and dests that are taken."""
+        confine(self.settings.models_dir, spec.dest)  # ValueError for a dest outside the models dir
+        if spec.id in self.catalog.models or self.store.get(spec.id) is not None:
+            existing = self.store.get(spec.id)
+            if existing is None or existing.source != spec.source or existing.dest != spec.dest:
+                raise Conflict(f"id {spec.id!r} is already used by another download")
+        for row in self.store.downloads():
+            if row.dest == spec.dest and row.id != spec.id:
+                raise Conflict(f"dest {spec.dest!r} is already the destination of {row.id!r}")
+        self._submit([spec])
+        return spec.id
+
+    def _submit(self, specs: Sequence[ModelSpec]) -> list[str]:
+        with self._submit_lock:  # two clicks on one preset must not plan it twice at once
+            plan = build_plan(specs, self.settings, self.store)
+            plan.check_disk()
+            errors = [i for i in plan.errors if i.error is not None and not i.error.retryable]
+            if len(specs) == 1 and errors:
+                # One file asked for and refused (404, pinned sha256 disagrees, ...): say so to the caller.
+                raise errors[0].error or SourceError("cannot resolve")
+            return self.manager.submit(plan)
+
+    def pause(self, download_id: str) -> None:
+        self.get(download_id)
+        self.manager.pause(download_id)
+
+    def resume(self, download_id: str) -> None:
+        self.get(download_id)
+        self.manager.resume(download_id)
+
+    def retry(self, download_id: str) -> None:
+        self.get(download_id)
+        self.manager.retry(download_id)
+
+    def cancel(self, download_id: str) -> None:
+        """Stop a download and delete its partial file; a placed file is left alone."""
+        self.get(download_id)
+        self.manager.cancel(download_id)
+
+    def bulk(self, verb: str) -> int:
+        """pause / resume / retry every download it applies to; returns how many."""
+        wanted = {"pause": (S.QUEUED, S.DOWNLOADING, S.VERIFYING), "resume": (S.PAUSED,), "retry": (S.FAILED,)}[verb]
+        rows = [r for r in self.store.downloads() if S(r.state) in wanted]
+        for r in rows:
+            getattr(self.manager, verb)(r.id)
+        return len(rows)
+
+    def wait_settled(self, ids: Sequence[str], timeout: float) -> bool:
+        """Block until the given downloads are done or failed (tests, scripts)."""
+        deadline = threading.Event()
+        timer = threading.Timer(timeout, deadline.set)
+        timer.start()
+        try:
+            while not deadline.is_set():
+                rows = self.store.downloads(list(ids))
+                if rows and all(S(r.state) in TERMINAL_STATES for r in rows):
+                    return True
+                deadline.wait(0.1)
+            return False
+        finally:
+            timer.cancel()
+
+
+def partial_of(settings: Settings, row: Download) -> str:
+    """The partial file a download writes to (for the file manager: 'in progress, do not delete')."""
+    return str(part_path(confine(settings.models_dir, row.dest)))
+

@@ -1,0 +1,168 @@
+"""Login for every page and API: the pod's port is public through its proxy, so a password is on by default.
+
+People log in once (a session cookie); scripts send HTTP basic (any user name) or `Authorization: Bearer`.
+State-changing requests made with the cookie need the CSRF token; header-authenticated ones cannot be forged
+by another site, so they do not.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
+
+bp = Blueprint("auth", __name__)
+csrf = CSRFProtect()
+limiter = Limiter(get_remote_address, storage_uri="memory://", default_limits=[])
+OPEN_ENDPOINTS = {"auth.login", "auth.logout", "status.healthz", "static"}
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The password in force (None: auth off) and where it came from, for the start-up message."""
+
+    password: str | None
+    source: str  # "DOWNLOADER_PASSWORD", "JUPYTER_PASSWORD", "generated", "none"
+    file: Path | None = None
+
+
+def _read_or_create(path: Path, make: callable) -> str:  # type: ignore[valid-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = make()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
+        return value
+
+
+def resolve_auth(state_dir: Path, env: dict[str, str] | None = None) -> AuthConfig:
+    """DOWNLOADER_PASSWORD, else JUPYTER_PASSWORD, else a generated one kept in the state folder."""
+    env = dict(os.environ if env is None else env)
+    if env.get("DOWNLOADER_AUTH", "").strip().lower() == "none":
+        return AuthConfig(None, "none")
+    for name in ("DOWNLOADER_PASSWORD", "JUPYTER_PASSWORD"):
+        if env.get(name):
+            return AuthConfig(env[name], name)
+    path = state_dir / "ui-password"
+    return AuthConfig(_read_or_create(path, lambda: secrets.token_urlsafe(12)), "generated", path)
+
+
+def secret_key(state_dir: Path) -> str:
+    """Flask's session key, stable across restarts so people stay logged in."""
+    return _read_or_create(state_dir / "session-key", lambda: secrets.token_hex(32))
+
+
+def _marker(password: str) -> str:
+    """What the session cookie holds: changes when the password does, so old sessions end."""
+    return hmac.new(current_app.secret_key.encode(), password.encode(), hashlib.sha256).hexdigest()  # type: ignore[union-attr]
+
+
+def _header_password() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip()).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def guard() -> object | None:
+    """before_request: let through open endpoints and authenticated requests; CSRF-check cookie users."""
+    config: AuthConfig = current_app.config["AUTH"]
+    g.auth_via = None
+    if config.password is None or request.endpoint in OPEN_ENDPOINTS:
+        if config.password is None and request.method not in ("GET", "HEAD", "OPTIONS") and request.form:
+            csrf.protect()
+        return None
+    supplied = _header_password()
+    if supplied is not None and hmac.compare_digest(supplied.encode(), config.password.encode()):
+        g.auth_via = "header"
+        return None
+    if session.get("auth") and hmac.compare_digest(session["auth"], _marker(config.password)):
+        g.auth_via = "session"
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            csrf.protect()
+        return None
+    if _wants_json():
+        response = jsonify(error="authentication required: log in, or send the password as HTTP basic or Bearer")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Basic realm="downloader"'
+        return response
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def _safe_next(target: str | None) -> str:
+    """Only local paths: a login link must not bounce people to another site."""
+    if not target:
+        return url_for("downloads.page")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("downloads.page")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("10 per minute", methods=["POST"])
+def login() -> object:
+    """The login form; a wrong password says so and keeps the page."""
+    config: AuthConfig = current_app.config["AUTH"]
+    if config.password is None:
+        return redirect(_safe_next(request.args.get("next")))
+    if request.method == "POST":
+        csrf.protect()
+        supplied = request.form.get("password", "")
+        if hmac.compare_digest(supplied.encode(), config.password.encode()):
+            session.clear()
+            session["auth"] = _marker(config.password)
+            session.permanent = True
+            return redirect(_safe_next(request.form.get("next")))
+        flash("Wrong password.", "error")
+        return render_template("login.html", next=request.form.get("next", ""), hint=_hint(config)), 401
+    return render_template("login.html", next=request.args.get("next", ""), hint=_hint(config))
+
+
+def _hint(config: AuthConfig) -> str:
+    if config.source == "generated":
+        return f"The password was generated at first start: it is printed in the service's log and kept in {config.file}."
+    return f"Use the password set in {config.source}."
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> object:
+    csrf.protect()
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app: Flask, config: AuthConfig) -> None:
+    """Wire auth, CSRF and the login rate limit into the app."""
+    app.config["AUTH"] = config
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in guard(), for cookie users only
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a tab left open all day keeps working
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    csrf.init_app(app)
+    limiter.init_app(app)
+    app.before_request(guard)
+    app.register_blueprint(bp)

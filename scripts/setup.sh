@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs on a Debian machine (as root), idempotently:
 # python3 with venv, aria2 (when aria2c is missing), and a venv at .venv with the project installed.
-# Sourced by run.sh and test.sh; set WITH_TEST_DEPS=1 for the test tools.
+# Sourced by run.sh and test.sh; WITH_TEST_DEPS=1 adds the test tools and Chromium.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -22,6 +22,10 @@ apt_install() {
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 command -v aria2c >/dev/null 2>&1 || apt_install aria2
+if [ -n "${WITH_TEST_DEPS:-}" ]; then
+  # Browser tests drive Debian's Chromium through playwright (which never downloads a browser of its own).
+  command -v chromium >/dev/null 2>&1 || apt_install chromium fonts-liberation
+fi
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 import click
 from rich.console import Console
@@ -25,6 +23,7 @@ from .manifest import Catalog, ModelSpec, confine, load_catalog
 from .fetch import run_plan, start_manager
 from .plan import Plan, build_plan
 from .progress import FetchProgress
+from .signals import stop_on_signals
 from .state import Download, DownloadState, Store
 from .verify import sha256_file
 
@@ -182,22 +181,14 @@ def _run_manager(settings: Settings, store: Store, the_plan: Plan, wait: bool) -
     except DownloaderError as e:
         raise click.ClickException(str(e)) from None
     progress = FetchProgress(console)
-    received: list[int] = []
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
-        manager.request_stop()
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        rows = run_plan(the_plan, manager, on_tick=progress.update)
-    except DownloaderError as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        progress.close()
-        manager.close()
-        for s, handler in old.items():
-            signal.signal(s, handler)
+    with stop_on_signals(manager.request_stop) as received:
+        try:
+            rows = run_plan(the_plan, manager, on_tick=progress.update)
+        except DownloaderError as e:
+            raise click.ClickException(str(e)) from None
+        finally:
+            progress.close()
+            manager.close()
     if received:
         err_console.print("interrupted: progress is saved; run the same command again to resume")
         sys.exit(128 + received[0])

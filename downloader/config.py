@@ -9,34 +9,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import ConfigError
 
 # The manifests shipped with the project live next to the package (repo layout / editable install).
+N = TypeVar("N", int, float)
 SHIPPED_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 
 
-def _env_int(env: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+def _env_number(env: dict[str, str], name: str, default: N, lo: N, hi: N, kind: type[N]) -> N:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
-    return value
-
-
-def _env_float(env: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+        raise ConfigError(f"{name}={raw!r} is not a {'whole number' if kind is int else 'number'}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
     return value
@@ -96,15 +85,15 @@ class Settings:
             civitai_token=env.get("CIVITAI_TOKEN") or None,
             hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
             aria2c=env.get("ARIA2C") or "aria2c",
-            connections=_env_int(env, "ARIA2_CONNECTIONS", 16, 1, 16),
+            connections=_env_number(env, "ARIA2_CONNECTIONS", 16, 1, 16, int),
             min_split_size=_env_size(env, "ARIA2_MIN_SPLIT_SIZE", "16M"),
-            max_concurrent=_env_int(env, "DOWNLOADER_MAX_CONCURRENT", 2, 1, 16),
-            max_attempts=_env_int(env, "DOWNLOADER_MAX_ATTEMPTS", 5, 1, 100),
-            stall_seconds=_env_float(env, "DOWNLOADER_STALL_SECONDS", 60.0, 1.0, 3600.0),
-            retry_base_seconds=_env_float(env, "DOWNLOADER_RETRY_SECONDS", 2.0, 0.0, 600.0),
+            max_concurrent=_env_number(env, "DOWNLOADER_MAX_CONCURRENT", 2, 1, 16, int),
+            max_attempts=_env_number(env, "DOWNLOADER_MAX_ATTEMPTS", 5, 1, 100, int),
+            stall_seconds=_env_number(env, "DOWNLOADER_STALL_SECONDS", 60.0, 1.0, 3600.0, float),
+            retry_base_seconds=_env_number(env, "DOWNLOADER_RETRY_SECONDS", 2.0, 0.0, 600.0, float),
             max_download_limit=_env_size(env, "ARIA2_MAX_DOWNLOAD_LIMIT", "0"),
-            aria2_max_tries=_env_int(env, "ARIA2_MAX_TRIES", 5, 1, 100),
-            aria2_retry_wait=_env_int(env, "ARIA2_RETRY_WAIT", 2, 0, 600),
+            aria2_max_tries=_env_number(env, "ARIA2_MAX_TRIES", 5, 1, 100, int),
+            aria2_retry_wait=_env_number(env, "ARIA2_RETRY_WAIT", 2, 0, 600, int),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from rich.console import Console
 from waitress.server import create_server
@@ -14,6 +12,7 @@ from waitress.server import create_server
 from .config import Settings
 from .errors import DownloaderError
 from .service import DownloadService
+from .signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +52,12 @@ def run_service(settings: Settings, host: str, port: int, presets: Sequence[str]
         console.print(f"password (generated, kept in {auth.file}): {auth.password}")
     else:
         console.print(f"password: the value of {auth.source}")
-    received: list[int] = []
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
-        server.close()
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.run()
-    except (OSError, ValueError):
-        if not received:  # close() from the handler makes the loop raise on the closed socket
-            raise
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        svc.stop()
+    with stop_on_signals(server.close) as received:
+        try:
+            server.run()
+        except (OSError, ValueError):
+            if not received:  # close() from the handler makes the loop raise on the closed socket
+                raise
+        finally:
+            svc.stop()
     return 128 + received[0] if received else 0

@@ -102,6 +102,17 @@ def manifest(tmp_path: Path):
     return write
 
 
+@pytest.fixture
+def one_model(manifest):
+    """one_model(source, dest, sha256=None, id="m") -> a manifest with that single model."""
+
+    def write(source: str, dest: str, sha256: str | None = None, id: str = "m") -> Path:  # noqa: A002
+        pin = f"\n    sha256: {sha256}" if sha256 else ""
+        return manifest(f"models:\n  - id: {id}\n    source: {source}\n    dest: {dest}{pin}\n")
+
+    return write
+
+
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a user would set for this workspace."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "DOWNLOADER_", "ARIA2"))}

@@ -46,16 +46,10 @@ def kill_everything(settings, proc) -> None:
     proc.wait(10)
 
 
-def test_fetch_prints_progress_and_exits_zero_when_all_verified(settings, cdn, make_blob, manifest):
+def test_fetch_prints_progress_and_exits_zero_when_all_verified(settings, cdn, make_blob, one_model):
     blob = make_blob(3 << 20)
     cdn.add_file("/m.bin", blob.path)
-    path = manifest(f"""
-        models:
-          - id: m
-            source: {cdn.url}/m.bin
-            dest: loras/m.safetensors
-            sha256: {blob.sha256}
-    """)
+    path = one_model(f"{cdn.url}/m.bin", "loras/m.safetensors", blob.sha256)
     res = run_cli(settings, "fetch", str(path))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "done m -> loras/m.safetensors" in res.stdout
@@ -65,18 +59,12 @@ def test_fetch_prints_progress_and_exits_zero_when_all_verified(settings, cdn, m
     assert row["state"] == "done" and row["verified"] is True and row["bytes_done"] == blob.size
 
 
-def test_kill_9_mid_download_then_resume_fetches_little_again(settings, make_blob, manifest):
+def test_kill_9_mid_download_then_resume_fetches_little_again(settings, make_blob, one_model):
     blob = make_blob(48 << 20)
     per_connection = 2_000_000
     with FileServer(rate_limit=per_connection) as cdn:
         cdn.add_file("/m.bin", blob.path)
-        path = manifest(f"""
-            models:
-              - id: m
-                source: {cdn.url}/m.bin
-                dest: diffusion_models/m.safetensors
-                sha256: {blob.sha256}
-        """)
+        path = one_model(f"{cdn.url}/m.bin", "diffusion_models/m.safetensors", blob.sha256)
         proc = start_cli(settings, "fetch", str(path))
         wait_for(lambda: bytes_done(settings, "m") >= blob.size // 2, 60, "half the file", proc)
         kill_everything(settings, proc)
@@ -95,17 +83,11 @@ def test_kill_9_mid_download_then_resume_fetches_little_again(settings, make_blo
     assert refetched <= one_second, f"fetched {refetched} bytes twice; one second of transfer is {one_second}"
 
 
-def test_sigterm_stops_cleanly_and_the_next_run_resumes(settings, make_blob, manifest):
+def test_sigterm_stops_cleanly_and_the_next_run_resumes(settings, make_blob, one_model):
     blob = make_blob(24 << 20)
     with FileServer(rate_limit=1_000_000) as cdn:
         cdn.add_file("/m.bin", blob.path)
-        path = manifest(f"""
-            models:
-              - id: m
-                source: {cdn.url}/m.bin
-                dest: vae/m.safetensors
-                sha256: {blob.sha256}
-        """)
+        path = one_model(f"{cdn.url}/m.bin", "vae/m.safetensors", blob.sha256)
         proc = start_cli(settings, "fetch", str(path))
         wait_for(lambda: bytes_done(settings, "m") > 2 << 20, 60, "some progress", proc)
         proc.send_signal(signal.SIGTERM)
@@ -119,19 +101,14 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes(settings, make_blob, man
     assert (settings.models_dir / "vae/m.safetensors").read_bytes() == blob.data
 
 
-def test_token_reaches_the_hub_but_never_logs_urls_or_process_lists(settings, make_blob, manifest):
+def test_token_reaches_the_hub_but_never_logs_urls_or_process_lists(settings, make_blob, one_model):
     blob = make_blob(16 << 20)
     with FileServer(host="127.0.0.2", rate_limit=2_000_000) as cdn:
         cdn.sign_required = True
         with FakeHub(cdn=cdn) as hub:
             hub.gate("Org/Gated", TOKEN)
             hub.add_file("Org/Gated", "m.safetensors", blob.path)
-            path = manifest("""
-                models:
-                  - id: gated
-                    source: hf://Org/Gated/m.safetensors
-                    dest: loras/gated.safetensors
-            """)
+            path = one_model("hf://Org/Gated/m.safetensors", "loras/gated.safetensors", id="gated")
             proc = start_cli(settings, "fetch", str(path), HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN)
             wait_for(lambda: bytes_done(settings, "gated") > 0, 60, "the download to start", proc)
             # while it runs: no process on the machine shows the token (or the RPC secret) in its arguments
@@ -153,32 +130,21 @@ def test_token_reaches_the_hub_but_never_logs_urls_or_process_lists(settings, ma
     assert all(TOKEN not in r.path + r.query for r in hub.requests + cdn.requests), "token in a URL"
 
 
-def test_gated_repo_without_token_fails_with_a_hint_before_downloading(settings, hub, make_blob, manifest):
+def test_gated_repo_without_token_fails_with_a_hint_before_downloading(settings, hub, make_blob, one_model):
     blob = make_blob(1 << 20)
     hub.gate("Org/Gated", TOKEN)
     hub.add_file("Org/Gated", "m.safetensors", blob.path)
-    path = manifest("""
-        models:
-          - id: gated
-            source: hf://Org/Gated/m.safetensors
-            dest: loras/gated.safetensors
-    """)
+    path = one_model("hf://Org/Gated/m.safetensors", "loras/gated.safetensors", id="gated")
     res = run_cli(settings, "fetch", str(path), HF_ENDPOINT=hub.url)
     assert res.returncode == 1
     assert "HF_TOKEN" in res.stderr and "FAILED gated" in res.stderr
     assert hub.cdn.bytes_sent() == 0
 
 
-def test_verify_finds_a_corrupted_file_moves_it_aside_and_fetch_repairs(settings, cdn, make_blob, manifest):
+def test_verify_finds_a_corrupted_file_moves_it_aside_and_fetch_repairs(settings, cdn, make_blob, one_model):
     blob = make_blob(2 << 20)
     cdn.add_file("/m.bin", blob.path)
-    path = manifest(f"""
-        models:
-          - id: m
-            source: {cdn.url}/m.bin
-            dest: loras/m.safetensors
-            sha256: {blob.sha256}
-    """)
+    path = one_model(f"{cdn.url}/m.bin", "loras/m.safetensors", blob.sha256)
     assert run_cli(settings, "fetch", str(path)).returncode == 0
     assert run_cli(settings, "verify").returncode == 0
     dest = settings.models_dir / "loras/m.safetensors"
@@ -225,31 +191,21 @@ def test_plan_shows_what_would_download_and_refuses_a_too_small_disk(settings, c
     assert cdn.bytes_sent() == 0 and not settings.models_dir.exists() or not any(settings.models_dir.rglob("*.part"))
 
 
-def test_missing_aria2c_is_one_clear_error(settings, cdn, make_blob, manifest):
+def test_missing_aria2c_is_one_clear_error(settings, cdn, make_blob, one_model):
     blob = make_blob(1 << 10)
     cdn.add_file("/m.bin", blob.path)
-    path = manifest(f"""
-        models:
-          - id: m
-            source: {cdn.url}/m.bin
-            dest: loras/m.safetensors
-    """)
+    path = one_model(f"{cdn.url}/m.bin", "loras/m.safetensors")
     res = run_cli(settings, "fetch", str(path), ARIA2C="/nonexistent/aria2c")
     assert res.returncode == 1
     assert "aria2c not found" in res.stderr and "apt-get install aria2" in res.stderr
     assert "Traceback" not in res.stderr
 
 
-def test_second_fetch_on_a_busy_workspace_says_who_owns_it(settings, make_blob, manifest):
+def test_second_fetch_on_a_busy_workspace_says_who_owns_it(settings, make_blob, one_model):
     blob = make_blob(8 << 20)
     with FileServer(rate_limit=500_000) as cdn:
         cdn.add_file("/m.bin", blob.path)
-        path = manifest(f"""
-            models:
-              - id: m
-                source: {cdn.url}/m.bin
-                dest: loras/m.safetensors
-        """)
+        path = one_model(f"{cdn.url}/m.bin", "loras/m.safetensors")
         first = start_cli(settings, "fetch", str(path))
         wait_for(lambda: bytes_done(settings, "m") > 0, 60, "the first fetch to start", first)
         res = run_cli(settings, "fetch", "--no-wait", str(path))

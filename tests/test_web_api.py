@@ -398,7 +398,7 @@ def test_serve_command_answers_and_stops_on_sigterm(settings):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM, out
     password = (Path(settings.state_dir) / "ui-password").read_text().strip()
-    assert f"password (generated, kept in" in out and password in out
+    assert "password (generated, kept in" in out and password in out
 
 
 def _free_port() -> int:

@@ -17,15 +17,20 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Settings
-from .errors import ConfigError, DownloaderError, ManifestError, WorkspaceBusy, human_bytes
-from .files import quarantine
-from .manifest import Catalog, ModelSpec, confine, load_catalog
+from .errors import (
+    ConfigError,
+    DownloaderError,
+    ManifestError,
+    WorkspaceBusy,
+    human_bytes,
+)
 from .fetch import run_plan, start_manager
+from .manifest import Catalog, ModelSpec, load_catalog
 from .plan import Plan, build_plan
 from .progress import FetchProgress
+from .reverify import CheckResult, reverify
 from .signals import stop_on_signals
 from .state import Download, DownloadState, Store
-from .verify import sha256_file
 
 DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
 console = Console(highlight=False)
@@ -230,34 +235,17 @@ def verify(ctx: click.Context, only: tuple[str, ...], as_json: bool) -> None:
     Example: downloader verify --only wan21-vae
     """
     settings = _settings(ctx)
-    results = []
+
+    def show(check: CheckResult) -> None:
+        if not as_json:
+            colour = {"ok": "green", "unverified": "yellow"}.get(check.result, "red")
+            console.print(f"[{colour}]{check.result}[/] {check.id}: {check.message}")
+
     with Store(settings.db_path) as store:
-        rows = [r for r in store.downloads(list(only) if only else None) if r.state == DownloadState.DONE.value]
-        for row in rows:
-            dest = confine(settings.models_dir, row.dest)
-            if not dest.exists():
-                result, message = "missing", f"{dest} is missing"
-            elif not row.sha256:
-                size = dest.stat().st_size
-                ok = row.size is None or size == row.size
-                result, message = ("unverified" if ok else "mismatch"), f"{size} bytes, no sha256 known"
-            else:
-                digest = sha256_file(dest)
-                ok = digest == row.sha256
-                result = "ok" if ok else "mismatch"
-                message = "sha256 ok" if ok else f"checksum mismatch: expected {row.sha256}, got {digest}"
-            if result in ("missing", "mismatch"):
-                if result == "mismatch":
-                    message += f"; moved to {quarantine(dest).name}"
-                store.transition(row.id, DownloadState.VERIFYING, "verify")
-                store.transition(row.id, DownloadState.FAILED, message, level="error", error=message)
-            results.append({"id": row.id, "dest": row.dest, "result": result, "message": message})
-            if not as_json:
-                colour = {"ok": "green", "unverified": "yellow"}.get(result, "red")
-                console.print(f"[{colour}]{result}[/] {row.id}: {message}")
+        results = reverify(settings, store, only, on_result=show)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
-    if any(r["result"] in ("missing", "mismatch") for r in results):
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    if any(r.bad for r in results):
         sys.exit(1)
 
 

@@ -17,15 +17,38 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from .aria2 import ERR_AUTH, ERR_DISK_FULL, ERR_HTTP_BAD, ERR_IO, ERR_NOT_FOUND, Aria2Daemon, Aria2Status
+from .aria2 import (
+    ERR_AUTH,
+    ERR_DISK_FULL,
+    ERR_HTTP_BAD,
+    ERR_IO,
+    ERR_NOT_FOUND,
+    Aria2Daemon,
+    Aria2Status,
+)
 from .config import Settings
 from .errors import DiskSpaceError, SourceError, human_bytes
-from .files import control_path, file_size, free_bytes, part_path, place, quarantine, remove_partial
+from .files import (
+    control_path,
+    file_size,
+    free_bytes,
+    part_path,
+    place,
+    quarantine,
+    remove_partial,
+)
 from .locks import WorkspaceLock
 from .manifest import ModelSpec, confine
 from .plan import Plan
 from .sources import Resolved, resolve_all
-from .state import ACTIVE_STATES, TERMINAL_STATES, Download, DownloadState, Store, utcnow
+from .state import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    Download,
+    DownloadState,
+    Store,
+    utcnow,
+)
 from .verify import HashTask, PrefixHasher, completed_prefix
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import DownloaderError, ManifestError, SourceError, WorkspaceBusy
-from .files import part_path
+from .files import control_path, part_path
 from .manager import Manager
 from .manifest import Catalog, ModelSpec, confine, load_catalog
 from .plan import build_plan
@@ -135,6 +135,21 @@ class DownloadService:
             "note": self.fatal or self.owner_note,
         }
 
+    def in_progress(self) -> dict[Path, str]:
+        """Files the downloader is writing or will resume (partials, control files, a file being verified),
+        mapped to the download id: the file manager shows them as in progress and refuses to delete them."""
+        out: dict[Path, str] = {}
+        for row in self.store.downloads():
+            if S(row.state) in (S.QUEUED, S.DOWNLOADING, S.PAUSED, S.VERIFYING):
+                try:
+                    dest = confine(self.settings.models_dir, row.dest)
+                except ValueError:
+                    continue
+                part = part_path(dest)
+                for path in (part, control_path(part)) + ((dest,) if row.state == S.VERIFYING.value else ()):
+                    out[path] = row.id
+        return out
+
     # --- acting ---------------------------------------------------------------------------------------
     def start_preset(self, name: str) -> list[str]:
         """Queue every model of a preset (resolving them first; errors are per file); returns the ids."""
@@ -214,9 +229,3 @@ class DownloadService:
             return False
         finally:
             timer.cancel()
-
-
-def partial_of(settings: Settings, row: Download) -> str:
-    """The partial file a download writes to (for the file manager: 'in progress, do not delete')."""
-    return str(part_path(confine(settings.models_dir, row.dest)))
-

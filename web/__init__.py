@@ -73,10 +73,10 @@ def create_app(
         app.config.update(test_config)
     auth.init_app(app, auth_config or auth.resolve_auth(settings.state_dir))
 
-    from . import downloads, status
+    from . import calculator, downloads, files, status
 
-    app.register_blueprint(downloads.bp)
-    app.register_blueprint(status.bp)
+    for blueprint in (downloads.bp, files.bp, calculator.bp, status.bp):
+        app.register_blueprint(blueprint)
     app.jinja_env.filters["bytes"] = lambda n: human_bytes(n) if n else "?"
     app.context_processor(lambda: {"nav": _nav(), "auth_on": app.config["AUTH"].password is not None})
     return app

@@ -33,8 +33,8 @@ from .signals import stop_on_signals
 from .state import Download, DownloadState, Store
 
 DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class BadInput(click.ClickException):

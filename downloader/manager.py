@@ -399,6 +399,7 @@ class Manager:
             self.store.transition(job.id, S.QUEUED, "queued: downloading a good copy")
         else:
             remove_partial(job.part)
+            self.store.update(job.id, bytes_done=0)  # those bytes are gone: progress must not say otherwise
             self._retry_or_fail(job.id, problem)
 
     # --- failure handling --------------------------------------------------------------------------------

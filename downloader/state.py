@@ -7,6 +7,7 @@ entrypoint writes components, the web layer reads both. WAL mode lets readers ru
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, create_engine, event, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -131,7 +133,15 @@ def make_engine(db_path: Path) -> Engine:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{db_path}", connect_args={"check_same_thread": False, "timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
+    for attempt in range(5):
+        try:
+            Base.metadata.create_all(engine)
+            break
+        except OperationalError as e:
+            # Two processes opening a new DB at once race between "does the table exist" and "create it".
+            if "already exists" not in str(e) or attempt == 4:
+                raise
+            time.sleep(0.05)
     return engine
 
 

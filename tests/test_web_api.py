@@ -68,12 +68,13 @@ BEARER = {"Authorization": f"Bearer {PASSWORD}"}
 
 
 def login(client) -> str:
-    """Log in through the form like a person; returns the CSRF token of the page."""
+    """Log in through the form like a person; returns the CSRF token of the page they land on."""
     page = client.get("/login")
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.get_data(as_text=True)).group(1)
     res = client.post("/login", data={"password": PASSWORD, "csrf_token": token, "next": "/downloads"})
     assert res.status_code == 302 and res.headers["Location"].endswith("/downloads")
-    return token
+    landed = client.get("/downloads").get_data(as_text=True)  # logging in starts a new session (and token)
+    return re.search(r'name="csrf-token" content="([^"]+)"', landed).group(1)
 
 
 def wait_states(client, ids, states=("done",), timeout=30.0) -> dict:
@@ -145,14 +146,16 @@ def test_login_never_redirects_off_site(client, target):
 
 def test_login_without_csrf_token_is_refused(client):
     res = client.post("/login", data={"password": PASSWORD})
-    assert res.status_code == 400
+    assert res.status_code == 302, "a form post without a token goes back with the reason, not in"
     assert client.get("/api/downloads").status_code == 401
+    assert "CSRF token is missing" in client.get("/login").get_data(as_text=True)
 
 
 def test_cookie_posts_need_the_csrf_token_header_posts_do_not(client, svc):
     token = login(client)
     res = client.post("/api/downloads/all/pause")
     assert res.status_code == 400, "a cookie-authenticated POST without a CSRF token must be refused"
+    assert "CSRF" in res.get_json()["error"]
     assert client.post("/api/downloads/all/pause", headers={"X-CSRFToken": token}).status_code == 202
     other = client.application.test_client()
     assert other.post("/api/downloads/all/pause", headers=BEARER).status_code == 202

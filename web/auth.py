@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -155,6 +155,16 @@ def logout() -> object:
     return redirect(url_for("auth.login"))
 
 
+def _csrf_failed(error: CSRFError) -> object:
+    """A refused CSRF check in words; JSON for the API, so scripts and the page's JS can show it."""
+    message = f"{error.description} Reload the page and try again."
+    if _wants_json() or request.is_json:
+        return jsonify(error=message), 400
+    flash(message, "error")
+    return redirect(request.referrer if request.referrer and _safe_next(urlsplit(request.referrer).path) else
+                    url_for("downloads.page"))
+
+
 def init_app(app: Flask, config: AuthConfig) -> None:
     """Wire auth, CSRF and the login rate limit into the app."""
     app.config["AUTH"] = config
@@ -165,4 +175,5 @@ def init_app(app: Flask, config: AuthConfig) -> None:
     csrf.init_app(app)
     limiter.init_app(app)
     app.before_request(guard)
+    app.register_error_handler(CSRFError, _csrf_failed)
     app.register_blueprint(bp)

@@ -7,6 +7,7 @@ exits at once with that code (a crashing service); it appends its pid to $STANDI
 import argparse
 import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 parser = argparse.ArgumentParser()
@@ -16,7 +17,7 @@ parser.add_argument("--exit-code", type=int, default=None)
 args, _unknown = parser.parse_known_args()
 if os.environ.get("STANDIN_LOG"):
     with open(os.environ["STANDIN_LOG"], "a") as fh:
-        fh.write(f"{args.name} {os.getpid()} {os.getcwd()}\n")
+        fh.write(f"{args.name} {os.getpid()} {time.time():.3f} {os.getcwd()}\n")
 print(f"{args.name} starting on {args.port}", flush=True)
 if args.exit_code is not None:
     sys.exit(args.exit_code)

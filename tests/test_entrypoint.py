@@ -343,3 +343,28 @@ def test_kill_9_of_everything_then_a_second_start_resumes(pod, make_blob):
         sent = cdn.bytes_sent()
     assert (p.ws / "ComfyUI" / "models" / "vae" / "m.safetensors").read_bytes() == blob.data
     assert sent < blob.size * 1.3, f"the second start fetched too much again: {sent} for {blob.size}"
+
+
+def test_real_jupyterlab_answers_and_refuses_requests_without_the_token(pod):
+    pytest.importorskip("jupyterlab", reason="jupyterlab is a test dependency (pyproject [test])")
+    p = pod(JUPYTER_CMD="", JUPYTER_PASSWORD="jupyter-secret-for-tests")
+    p.env.pop("JUPYTER_CMD")  # the real default: python -m jupyterlab
+    proc = p.start()
+    port = p.port("jupyter")
+    wait_until(lambda: get(port, "/api/status")[0] in (200, 403), 60, "JupyterLab", proc)
+    status, _ = get(port, "/api/status")
+    assert status == 403, "JupyterLab must refuse a request without the token"
+    status, body = get(port, "/api/status", {"Authorization": "token jupyter-secret-for-tests"})
+    assert status == 200 and "started" in json.loads(body)
+    status, _ = get(port, "/api/status", {"Authorization": "token wrong"})
+    assert status == 403
+    with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
+        assert b"jupyter-secret-for-tests" not in fh.read()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            assert b"jupyter-secret-for-tests" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+    code, out = p.stop()
+    assert code == 143
+    assert "jupyter-secret-for-tests" not in out

@@ -217,7 +217,8 @@ class Entrypoint:
 
     def start_downloader(self) -> None:
         cmd = [sys.executable, "-m", "downloader", "serve", "--port", str(self.cfg.downloader_port)]
-        env = self._env(MODEL_PRESETS=",".join(self.presets) or "none")
+        # PYTHONSAFEPATH: a folder named like one of our packages in the working directory must not shadow it.
+        env = self._env(MODEL_PRESETS=",".join(self.presets) or "none", PYTHONSAFEPATH="1")
         self.sup.start(Spec("downloader", cmd, env=env, max_restarts=self.cfg.max_restarts))
 
     def start_sage(self) -> None:

@@ -1,11 +1,13 @@
 """The web UI in a real browser: the real app under waitress, real aria2c downloads from a slow loopback CDN,
 driven through headless Chromium with Playwright (Debian's /usr/bin/chromium; Playwright never downloads one).
 
-Also writes docs/screenshots/downloads.png: the downloads page with one file paused and one mid-way.
+Also takes a screenshot of the downloads page with one file paused and one mid-way; with UPDATE_SCREENSHOTS=1
+it replaces docs/screenshots/downloads.png (the README's picture), otherwise it goes to the test's tmp folder.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -30,7 +32,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Pyt
 expect = sync_api.expect
 
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOT = REPO / "docs" / "screenshots" / "downloads.png"
+DOCS_SCREENSHOT = REPO / "docs" / "screenshots" / "downloads.png"
 PASSWORD = "pw-for-tests"
 FILE_SIZE = 6 << 20
 RATE = 250_000  # bytes/s per connection: with 2 connections a 6 MiB file takes ~13 s, long enough to watch
@@ -211,7 +213,9 @@ def test_start_preset_watch_pause_resume_until_done(web: Web, page: Any) -> None
     assert 0 < b_now < 100, f"model-b should be mid-way for the screenshot, is at {b_now}%"
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1280, "height": 640})  # full_page: as tall as the content, no empty band
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    shot = DOCS_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") == "1" else web.settings.workspace / "downloads.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
     page.set_viewport_size({"width": 1280, "height": 900})
 
     row_a.locator('[data-action="resume"]').click()

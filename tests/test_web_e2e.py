@@ -211,7 +211,6 @@ def test_start_preset_watch_pause_resume_until_done(web: Web, page: Any) -> None
     # The screenshot: one file paused part-way, the other downloading.
     b_now = progress_of(page, "model-b")
     assert 0 < b_now < 100, f"model-b should be mid-way for the screenshot, is at {b_now}%"
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1280, "height": 640})  # full_page: as tall as the content, no empty band
     shot = DOCS_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") == "1" else web.settings.workspace / "downloads.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -12,30 +12,21 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
+from .wan_estimates import TimeEstimate, VramEstimate, time_estimate, vram_estimate
 from .wan_models import (
-    ANCHORS,
-    ATTENTION_TOKENS,
-    COMFY_FIXED_S,
-    COMFY_LOAD_S,
-    COMFY_PER_EVAL_S,
-    COMFY_TOKENS,
     DEFAULT_GPU,
     DEFAULT_MODEL,
-    GIB,
     GPUS,
     MODELS,
     PRECISIONS,
-    PUBLISHED_FOR,
-    RTX4090D_SPEED,
     FileNeed,
     Gpu,
     WanModel,
     files_for,
-    step_cost,
-    weights_bytes,
 )
 
 MAX_SIDE = 8192
@@ -70,9 +61,8 @@ def comfyui_frames(frames: int) -> int:
 def nearest_valid_frames(frames: int) -> list[int]:
     """The 4n+1 lengths around `frames`: just below and just above (or either side of a valid one)."""
     below = comfyui_frames(frames)
-    if below == frames:
-        return [f for f in (frames - 4, frames, frames + 4) if f >= 1]
-    return [below, below + 4]
+    near = (frames - 4, frames, frames + 4) if below == frames else (below, below + 4)
+    return [f for f in near if 1 <= f <= MAX_FRAMES or f == frames]
 
 
 def tokens(frames: int, width: int, height: int, model: WanModel) -> int:
@@ -95,8 +85,11 @@ def nearest_multiple(x: int, multiple: int) -> int:
     return min(max(multiple, multiple * math.floor(x / multiple + 0.5)), MAX_SIDE - MAX_SIDE % multiple)
 
 
-def suggest_sizes(width: int, height: int, multiple: int, limit: int = 3) -> list[tuple[int, int]]:
-    """Valid sizes nearest to `width`×`height` with (nearly) the same aspect ratio, best first."""
+def suggest_sizes(
+    width: int, height: int, multiple: int, limit: int = 3, prefer: tuple[tuple[int, int], ...] = ()
+) -> list[tuple[int, int]]:
+    """Valid sizes nearest to `width`×`height` with (nearly) the same aspect ratio, best first; a `prefer`red
+    (trained) size within 5% of the aspect ratio and 25% of the area comes first."""
     aspect, area = width / height, width * height
     top = MAX_SIDE - MAX_SIDE % multiple
     candidates: set[tuple[int, int]] = set()
@@ -109,11 +102,14 @@ def suggest_sizes(width: int, height: int, multiple: int, limit: int = 3) -> lis
         candidates.add((w, round(w / aspect / multiple) * multiple))
     ok = {(w, h) for w, h in candidates if multiple <= w <= top and multiple <= h <= top and (w, h) != (width, height)}
 
-    def score(wh: tuple[int, int]) -> tuple[float, int, int]:
+    def distance(wh: tuple[int, int]) -> tuple[float, float]:
         w, h = wh
-        return (3 * abs(math.log((w / h) / aspect)) + abs(math.log(w * h / area)), w, h)
+        return abs(math.log((w / h) / aspect)), abs(math.log(w * h / area))
 
-    return sorted(ok, key=score)[:limit]
+    near = [p for p in prefer if size_is_valid(*p, multiple) and p != (width, height)
+            and distance(p)[0] < math.log(1.05) and distance(p)[1] < math.log(1.25)]
+    rest = sorted(ok - set(near), key=lambda wh: (sum(distance(wh)), wh))
+    return (sorted(near, key=lambda wh: sum(distance(wh))) + rest)[:limit]
 
 
 def chunk_count(model: WanModel, frames: int, audio_s: float | None, fps: float) -> int:
@@ -122,49 +118,6 @@ def chunk_count(model: WanModel, frames: int, audio_s: float | None, fps: float)
     if audio_s is not None and model.kind == "s2v":
         return max(1, math.ceil(audio_s * fps / model.chunk_frames - 1e-9))
     return max(1, math.ceil(frames / model.chunk_frames))
-
-
-# --- estimates: constants derived from the published anchors ("Published timings and memory") ----------------------
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """How one cost class scales: the anchor's per-evaluation time, fixed time and memory."""
-
-    anchor: str
-    anchor_speed: float  # the anchor GPU's speed relative to an RTX 4090
-    tokens: int
-    pixels: int  # width·height·frames of the anchor run
-    per_eval_s: float
-    fixed_s: float
-    load_s: float | None
-    weights_gb: float  # of the anchor run
-    vram_gb: float
-    how: str
-
-    @property
-    def act_gb_per_token(self) -> float:
-        return (self.vram_gb - self.weights_gb) / self.tokens
-
-
-COSTS: dict[str, CostModel] = {
-    "14b": CostModel(
-        "comfy-4090d-i2v", RTX4090D_SPEED, COMFY_TOKENS, 640 * 640 * 81, COMFY_PER_EVAL_S, COMFY_FIXED_S,
-        COMFY_LOAD_S, 14_294_742_832 / GIB, 0.84 * 24,
-        "per-evaluation and fixed times solved from the two ComfyUI runs (513 s at 20 steps × CFG, 71 s at 4 steps, "
-        "CFG 1); memory = 84% of 24 GB minus the 13.3 GB fp8 expert, as activations per token",
-    ),
-    "5b": CostModel(
-        "4090-ti2v", 1.0, 31 * 22 * 40, 1280 * 704 * 121, 534.7 / 100, 0.0, None, 9_999_658_848 / GIB, 22.9,
-        "534.7 s over 50 steps × CFG (100 evaluations, fixed costs included); 22.9 GB minus the 9.3 GB fp16 weights as "
-        "activations per token",
-    ),
-    "1.3b": CostModel(
-        "4090-t2v-1.3b", 1.0, 21 * 30 * 52, 832 * 480 * 81, 261.4 / 100, 0.0, None, 1.3e9 * 2 / GIB, 8.19,
-        "261.4 s over 50 steps × CFG (100 evaluations, fixed costs included); 8.19 GB minus ≈2.4 GB of fp16 weights "
-        "(1.3B parameters) as activations per token",
-    ),
-}
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
@@ -180,8 +133,8 @@ class InputError(ValueError):
 
 
 PARAMS = ("model", "width", "height", "seconds", "frames", "by", "fps", "gpu", "precision", "steps", "lora", "audio")
-_INT = re.compile(r"^[+-]?\d+$")
-_NUM = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_INT = re.compile(r"^[+-]?[0-9]+$")
+_NUM = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$")
 _TRUE, _FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
 
 
@@ -201,6 +154,22 @@ class Inputs:
     lora: bool = False
     audio: float | None = None
 
+    def updated(self, params: Mapping[str, Any]) -> Inputs:
+        """These inputs with some changed (a suggestion): frames and seconds replace each other."""
+        changes: dict[str, Any] = {}
+        for key, value in params.items():
+            if value == "":
+                value = None
+            if key == "frames":
+                changes.update(frames=value, seconds=None)
+            elif key == "seconds":
+                changes.update(seconds=value, frames=None)
+            elif key == "lora":
+                changes["lora"] = bool(value)
+            else:
+                changes[key] = value
+        return dataclasses.replace(self, **changes)
+
     def query(self) -> str:
         """The canonical query string: the shareable URL's."""
         m = MODELS[self.model]
@@ -209,11 +178,11 @@ class Inputs:
         if self.frames is not None:
             pairs.append(("frames", self.frames))
         elif self.seconds is not None:
-            pairs.append(("seconds", _num(self.seconds)))
+            pairs.append(("seconds", format_number(self.seconds)))
         for key in ("fps", "audio"):
             value = getattr(self, key)
             if value is not None:
-                pairs.append((key, _num(value)))
+                pairs.append((key, format_number(value)))
         pairs += [("gpu", self.gpu), ("precision", self.precision or m.default_precision)]
         if self.steps is not None:
             pairs.append(("steps", self.steps))
@@ -222,8 +191,9 @@ class Inputs:
         return urlencode(pairs)
 
 
-def _num(x: float) -> str:
-    return f"{x:.6g}" if x != int(x) else str(int(x))
+def format_number(x: float) -> str:
+    """The shortest text that reads back as the same float, without an exponent (5.0 -> '5')."""
+    return str(int(x)) if x == int(x) else format(Decimal(repr(x)), "f")
 
 
 def _show(raw: str) -> str:
@@ -237,9 +207,9 @@ def _int(name: str, raw: str, low: int, high: int) -> int:
     value = int(text)
     if value < low:
         what = "zero" if value == 0 else "negative" if value < 0 else "too small"
-        raise InputError(name, f"must be at least {low} (got {value}: {what})")
+        raise InputError(name, f"must be at least {low} (got {_show(text)}: {what})")
     if value > high:
-        raise InputError(name, f"must be at most {high} (got {value})")
+        raise InputError(name, f"must be at most {high} (got {_show(text)})")
     return value
 
 
@@ -255,7 +225,9 @@ def _float(name: str, raw: str, high: float, unit: str = "") -> float:
     return value
 
 
-def _choice(name: str, raw: str, known: Mapping[str, Any] | tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str:
+def _choice(
+    name: str, raw: str, known: Mapping[str, Any] | tuple[str, ...], aliases: Mapping[str, str] | None = None
+) -> str:
     value = raw.strip().lower()
     value = (aliases or {}).get(value, value)
     if value not in known:
@@ -267,7 +239,8 @@ def parse_params(params: Mapping[str, str]) -> Inputs:
     """Query parameters → Inputs; raises InputError naming the parameter. Empty values mean "default"."""
     unknown = sorted(k for k in params if k not in PARAMS)
     if unknown:
-        raise InputError(unknown[0], f"unknown parameter (known: {', '.join(PARAMS)})")
+        name = unknown[0] if len(unknown[0]) <= 40 else unknown[0][:40] + "…"
+        raise InputError(name, f"unknown parameter (known: {', '.join(PARAMS)})")
     get = {k: v for k, v in params.items() if v is not None and str(v).strip() != ""}
     out: dict[str, Any] = {}
     if "model" in get:
@@ -309,6 +282,7 @@ def parse_params(params: Mapping[str, str]) -> Inputs:
 class Suggestion:
     label: str
     params: dict[str, Any]  # query parameters to change
+    query: str = ""  # the whole query string with the change applied (a link)
 
 
 @dataclass
@@ -316,37 +290,6 @@ class Message:
     field: str
     message: str
     suggestions: list[Suggestion] = field(default_factory=list)
-
-
-@dataclass
-class Estimate:
-    """A labelled estimate: the value, the published figure it scales from, how, and what it assumes."""
-
-    value: float
-    unit: str
-    anchor: str
-    method: str
-    assumptions: list[str]
-    published: list[str]  # published figures for this model, as cross-checks
-    label: str = "estimate"
-
-
-@dataclass
-class VramEstimate(Estimate):
-    weights_gb: float = 0.0
-    activations_gb: float = 0.0
-    gpu_vram_gb: float = 0.0
-    fits: bool = True
-    offload: str = "none"  # none / needed / insufficient
-
-
-@dataclass
-class TimeEstimate(Estimate):
-    first_run_s: float = 0.0
-    evaluations: int = 0
-    per_evaluation_s: float = 0.0
-    fixed_s: float = 0.0
-    passes: int = 1
 
 
 @dataclass
@@ -441,11 +384,13 @@ def calculate(inp: Inputs) -> Result:
     else:
         frames_from, frames = "default", m.default_frames
     duration = (frames - 1) / fps
-    if frames_from == "seconds" and abs(duration - inp.seconds) > 1e-9:  # type: ignore[operator]
-        notes.append(f"{_num(inp.seconds)} s at {_num(fps)} fps is not a whole 4n+1 length: {frames} frames "  # type: ignore[arg-type]
-                     f"last exactly {duration:.4g} s.")
+    if inp.seconds is not None and frames_from == "seconds" and abs(duration - inp.seconds) > 1e-9:
+        notes.append(f"{format_number(inp.seconds)} s at {format_number(fps)} fps is not a whole 4n+1 length: "
+                     f"{frames} frames "
+                     f"last exactly {duration:.4g} s (nearest: {', '.join(map(str, nearest_valid_frames(frames)))}).")
     if frames == 1:
-        warnings.append(Message("frames", "1 frame is a still image.", [Suggestion("use 81 frames", {"frames": 81})]))
+        warnings.append(Message("frames", "1 frame is a still image.",
+                                [Suggestion(f"use {m.default_frames} frames", {"frames": m.default_frames})]))
     elif frames > m.default_frames and not m.chunk_frames:
         warnings.append(Message(
             "frames", f"{frames} frames is longer than {m.label}'s default of {m.default_frames} "
@@ -461,15 +406,16 @@ def calculate(inp: Inputs) -> Result:
     # Width and height.
     k = m.multiple
     size_valid = size_is_valid(width, height, k)
-    suggestions = [] if size_valid else suggest_sizes(width, height, k)
+    suggestions = [] if size_valid else suggest_sizes(width, height, k, prefer=m.sizes)
     eff_w, eff_h = (width, height) if size_valid else (nearest_multiple(width, k), nearest_multiple(height, k))
     if not size_valid:
         bad = " and ".join(n for n, v in (("width", width), ("height", height)) if v % k or v < k)
-        node = "Wan22ImageToVideoLatent steps" if k == 32 else "the Wan latent nodes step"
+        node = "Wan22ImageToVideoLatent steps" if k == 32 else "Wan latent nodes step"
         problems.append(Message(
             "size",
-            f"{bad.capitalize()} must be a multiple of {k} for {m.label} ({m.vae_stride[1]}×{m.vae_stride[1]} VAE × 2×2 "
-            f"patch); ComfyUI's {node} width/height by {k}. Figures below use {_size_label(eff_w, eff_h)}.",
+            f"{bad.capitalize()} must be a multiple of {k} for {m.label} "
+            f"({m.vae_stride[1]}×{m.vae_stride[1]} VAE × 2×2 patch); ComfyUI's {node} width/height by {k}. "
+            f"Figures below use {_size_label(eff_w, eff_h)}.",
             [Suggestion(f"use {_size_label(w, h)}", {"width": w, "height": h}) for w, h in suggestions],
         ))
     trained = _trained(m, eff_w, eff_h)
@@ -509,7 +455,7 @@ def calculate(inp: Inputs) -> Result:
         notes.append(f"{steps} steps: 0→{half} on the high-noise expert, {half}→{steps} on the low-noise expert"
                      f"{', CFG 1' if lora else ''}.")
     if precision == "fp8" and not gpu.fp8_tensor:
-        notes.append(f"The {gpu.label} has no fp8 tensor cores: fp8 weights still halve the memory, and compute runs "
+        notes.append(f"The {gpu.name} has no fp8 tensor cores: fp8 weights still halve the memory, and compute runs "
                      "in 16-bit (as the estimates assume anyway).")
     if inp.audio is not None and m.kind != "s2v":
         warnings.append(Message("audio", "The audio length only applies to S2V; it is ignored here.",
@@ -523,39 +469,47 @@ def calculate(inp: Inputs) -> Result:
         audio = inp.audio if m.kind == "s2v" else None
         count = chunk_count(m, frames, audio, fps)
         pass_frames, n_passes = (m.chunk_frames, count) if frames >= m.chunk_frames or audio else (frames, 1)
-        basis = (f"ceil({_num(audio)} s × {_num(fps)} fps / {m.chunk_frames})" if audio else
+        basis = (f"ceil({format_number(audio)} s × {format_number(fps)} fps / {m.chunk_frames})" if audio else
                  f"ceil({frames} / {m.chunk_frames})" + ("; each extend adds 77 frames" if m.kind == "animate" else ""))
-        chunks = Chunks(count, pass_frames, round(m.chunk_frames / fps, 3), count * pass_frames,
+        chunks = Chunks(count, pass_frames, round(m.chunk_frames / fps, 4), count * pass_frames,
                         tokens(pass_frames, eff_w, eff_h, m), basis)
         if audio and frames_from in ("frames", "seconds") and frames < (count - 1) * m.chunk_frames:
-                warnings.append(Message("audio", f"The audio ({_num(audio)} s) needs {count} chunks of "  # type: ignore[arg-type]
-                                        f"{m.chunk_frames} frames, more than the {frames} frames you set."))
+            warnings.append(Message("audio", f"The audio ({format_number(audio)} s) needs {count} chunks of "
+                                    f"{m.chunk_frames} frames, more than the {frames} frames you set: the video "
+                                    "follows the audio."))
     pass_tokens = tokens(pass_frames, eff_w, eff_h, m)
 
-    vram = _vram(m, gpu, precision, pass_tokens)
-    time = _time(m, gpu, precision, lora, steps, passes, pass_tokens, eff_w * eff_h * pass_frames, n_passes)
+    vram = vram_estimate(m, gpu, precision, pass_tokens)
+    time = time_estimate(m, gpu, precision, lora, steps, passes, pass_tokens, eff_w * eff_h * pass_frames, n_passes)
     if vram.offload == "needed":
         warnings.append(Message("gpu", f"{m.label} at {_size_label(eff_w, eff_h)} × {pass_frames} frames needs an "
-                                f"estimated {vram.value:.1f} GB, more than the {gpu.label}'s {gpu.vram_gb:g} GB: ComfyUI "
-                                "will offload part of the weights to system RAM (slower than the time estimate).",
+                                f"estimated {vram.value:.1f} GB, more than the {gpu.name}'s {gpu.vram_gb:g} GB: "
+                                "ComfyUI will offload part of the weights to system RAM (slower than the time "
+                                "estimate).",
                                 _memory_suggestions(m, gpu, precision, eff_w, eff_h)))
     elif vram.offload == "insufficient":
-        warnings.append(Message("gpu", f"Even without the weights, the activations (≈{vram.activations_gb:.1f} GB) exceed "
-                                f"the {gpu.label}'s {gpu.vram_gb:g} GB: expect out-of-memory. Use fewer frames or a "
+        warnings.append(Message("gpu", "Even without the weights, the activations "
+                                f"(≈{vram.activations_gb:.1f} GB) exceed the {gpu.name}'s {gpu.vram_gb:g} GB: "
+                                "expect out-of-memory. Use fewer frames or a "
                                 "smaller size.", _memory_suggestions(m, gpu, precision, eff_w, eff_h)))
     elif vram.value > 0.9 * gpu.vram_gb:
-        warnings.append(Message("gpu", f"Tight: the estimated {vram.value:.1f} GB is over 90% of the {gpu.label}'s "
+        warnings.append(Message("gpu", f"Tight: the estimated {vram.value:.1f} GB is over 90% of the {gpu.name}'s "
                                 f"{gpu.vram_gb:g} GB."))
 
+    for msg in problems + warnings:
+        for sug in msg.suggestions:
+            sug.query = inp.updated(sug.params).query()
     return Result(
         valid=not problems, problems=problems, warnings=warnings, notes=notes,
-        model=_model_info(m), gpu=dataclasses.asdict(gpu),
+        model=_model_info(m), gpu={**dataclasses.asdict(gpu), "label": gpu.label},
         inputs={**dataclasses.asdict(inp), "by": "frames" if inp.frames is not None else "seconds"},
         query=inp.query(), fps=fps, frames=frames, frames_from=frames_from, requested_frames=requested_frames,
         requested_seconds=requested_seconds, duration_s=round(duration, 6),
-        nearest_frames=nearest_valid_frames(frames), width=width, height=height, effective_width=eff_w,
-        effective_height=eff_h, size_valid=size_valid, size_suggestions=[list(s) for s in suggestions],
-        trained_size=trained, latent_frames=latent_frames(frames), latent_shape=list(latent_shape(frames, eff_w, eff_h, m)),
+        nearest_frames=nearest_valid_frames(requested_frames or frames), width=width, height=height,
+        effective_width=eff_w, effective_height=eff_h, size_valid=size_valid,
+        size_suggestions=[list(s) for s in suggestions],
+        trained_size=trained, latent_frames=latent_frames(frames),
+        latent_shape=list(latent_shape(frames, eff_w, eff_h, m)),
         tokens=n_tokens, chunks=chunks, steps=steps, precision=precision, lora=lora,
         vram_gb=round(vram.value, 1), vram=vram, time_s=round(time.value), time=time,
         files=files_for(m.id, precision, lora),
@@ -580,7 +534,7 @@ def _memory_suggestions(m: WanModel, gpu: Gpu, precision: str, w: int, h: int) -
     bigger = [g for g in GPUS.values() if g.vram_gb > gpu.vram_gb]
     if bigger:
         g = min(bigger, key=lambda g: (g.vram_gb, -g.speed))
-        out.append(Suggestion(f"use an {g.label}" if g.label[0] in "AEIOU" else f"use a {g.label}", {"gpu": g.id}))
+        out.append(Suggestion(f"switch to the {g.label}", {"gpu": g.id}))
     return out
 
 
@@ -593,72 +547,6 @@ def _model_info(m: WanModel) -> dict[str, Any]:
         "latent_channels": m.latent_channels, "experts": m.experts, "area_based": m.area_based,
         "default_precision": m.default_precision, "lora": m.lora, "chunk_frames": m.chunk_frames,
     }
-
-
-def _published(m: WanModel) -> list[str]:
-    return [ANCHORS[a].text for a in PUBLISHED_FOR.get(m.id, ())]
-
-
-def _vram(m: WanModel, gpu: Gpu, precision: str, n_tokens: int) -> VramEstimate:
-    c = COSTS[m.cost_class]
-    weights = weights_bytes(m, precision) / GIB
-    acts = c.act_gb_per_token * n_tokens
-    total = weights + acts
-    offload = "none" if total <= gpu.vram_gb else ("needed" if acts < gpu.vram_gb else "insufficient")
-    assumptions = [
-        ("Peak while sampling: the weights of one DiT at the chosen precision on the GPU (the A14B experts swap, one at "
-        "a time), the text encoder already offloaded."),
-        "Activation memory grows linearly with tokens, as in the anchor run.",
-        "GB here are GiB (2³⁰ bytes), as nvidia-smi and PyTorch count.",
-    ]
-    if m.cost_class == "5b":
-        assumptions.append("The anchor is the official code (offload + T5 on CPU); ComfyUI's docs say TI2V-5B "
-                           "\"should fit well on 8GB vram with the ComfyUI native offloading\".")
-    if m.cost_class == "14b" and m.id != "wan2.2-i2v-a14b":
-        assumptions.append(f"{m.label} is taken to use memory like one Wan 2.2 A14B expert (same 14B DiT).")
-    return VramEstimate(
-        value=round(total, 2), unit="GB", anchor=ANCHORS[c.anchor].text,
-        method=f"{weights:.1f} GB weights + {acts:.1f} GB activations ({c.act_gb_per_token * 1e3:.3f} GB per 1,000 "
-               f"tokens × {n_tokens:,} tokens); {c.how}",
-        assumptions=assumptions, published=_published(m), weights_gb=round(weights, 2), activations_gb=round(acts, 2),
-        gpu_vram_gb=gpu.vram_gb, fits=offload == "none", offload=offload,
-    )
-
-
-def _time(m: WanModel, gpu: Gpu, precision: str, lora: bool, steps: int, passes: int, n_tokens: int, pixels: int,
-          n_chunks: int) -> TimeEstimate:
-    c = COSTS[m.cost_class]
-    scale = c.anchor_speed / gpu.speed
-    per_eval = c.per_eval_s * step_cost(n_tokens) / step_cost(c.tokens) * scale
-    fixed = c.fixed_s * pixels / c.pixels * scale
-    evals = steps * passes
-    one = fixed + evals * per_eval
-    warm = one * n_chunks
-    first = warm + (c.load_s or 0)
-    assumptions = [
-        (f"Per-step cost ∝ tokens·(1 + tokens/{ATTENTION_TOKENS:,.0f}) (attention; the constant is solved from the "
-        "H100 T2V-A14B 480p/720p pair), scaled by the GPU's relative speed."),
-        f"{gpu.label}: speed {gpu.speed:g}× an RTX 4090 ({gpu.basis}).",
-        f"{evals} model evaluations: {steps} steps × {passes} ({'CFG 1' if passes == 1 else 'CFG > 1: cond + uncond'})"
-        + (", with the LightX2V 4-step LoRAs" if lora else "") + ".",
-        f"{precision} weights; fp8 and fp16 assumed to compute at the same speed, all weights on the GPU (no offloading).",
-    ]
-    if c.fixed_s:
-        assumptions.append(f"Fixed costs (text encoding, VAE decode) {c.fixed_s:.1f} s on the anchor, scaled with "
-                           "width × height × frames.")
-    if c.load_s:
-        assumptions.append(f"The first run also loads the weights: +{c.load_s:g} s on the anchor machine.")
-    if m.cost_class == "14b" and m.id != "wan2.2-i2v-a14b":
-        assumptions.append(f"{m.label} is taken to cost per step what one Wan 2.2 A14B expert does (same 14B DiT).")
-    if n_chunks > 1:
-        assumptions.append(f"{n_chunks} chunks generated one after another, each costing the same.")
-    return TimeEstimate(
-        value=round(warm, 1), unit="s", anchor=ANCHORS[c.anchor].text,
-        method=f"({fixed:.1f} s fixed + {evals} × {per_eval:.2f} s per evaluation)"
-               + (f" × {n_chunks} chunks" if n_chunks > 1 else "") + f"; {c.how}",
-        assumptions=assumptions, published=_published(m), first_run_s=round(first, 1), evaluations=evals * n_chunks,
-        per_evaluation_s=round(per_eval, 3), fixed_s=round(fixed, 2), passes=passes,
-    )
 
 
 def calculate_params(params: Mapping[str, str]) -> Result:

@@ -145,6 +145,7 @@ class Anchor:
     time_s: float | None
     vram_gb: float | None
     source: str
+    vram_text: str | None = None  # how the source gives the memory, when not in GB
 
     @property
     def text(self) -> str:
@@ -152,7 +153,7 @@ class Anchor:
         if self.time_s is not None:
             parts.append(f"{self.time_s:g} s")
         if self.vram_gb is not None:
-            parts.append(f"{self.vram_gb:g} GB")
+            parts.append(self.vram_text or f"{self.vram_gb:g} GB")
         return f"{' · '.join(parts)} ({self.source})"
 
 
@@ -160,9 +161,10 @@ ANCHORS: dict[str, Anchor] = {
     a.id: a
     for a in (
         Anchor("comfy-4090d-i2v", "RTX 4090D 24 GB", "ComfyUI I2V-A14B fp8_scaled, second run", 640, 640, 81, 20, 2,
-               513, 0.84 * 24, "ComfyUI template note: ≈536 s first run, ≈513 s second; 84% VRAM"),
+               513, 0.84 * 24, "ComfyUI template note: ≈536 s first run, ≈513 s second; 84% VRAM", "84% of 24 GB"),
         Anchor("comfy-4090d-i2v-lora", "RTX 4090D 24 GB", "ComfyUI I2V-A14B fp8_scaled + 4-step LoRAs, second run",
-               640, 640, 81, 4, 1, 71, 0.83 * 24, "ComfyUI template note: ≈97 s first run, ≈71 s second; 83% VRAM"),
+               640, 640, 81, 4, 1, 71, 0.83 * 24, "ComfyUI template note: ≈97 s first run, ≈71 s second; 83% VRAM",
+               "83% of 24 GB"),
         Anchor("h100-t2v-480p", "H100", "T2V-A14B 480p (official code)", 832, 480, 81, 40, 2, 326.9, 41.3,
                "Wan2.2 README efficiency table"),
         Anchor("h100-t2v-720p", "H100", "T2V-A14B 720p (official code)", 1280, 720, 81, 40, 2, 1041.5, 59.8,
@@ -250,18 +252,23 @@ class Gpu:
         return f"{self.name} {self.vram_gb:g} GB"
 
 
-ASSUMED = "assumed, no published Wan timing: a rough ratio to the RTX 4090 from tensor throughput and memory bandwidth (treat as ±30%)"
+ASSUMED = ("assumed, no published Wan timing: a rough ratio to the RTX 4090 from tensor throughput and memory "
+           "bandwidth (treat as ±30%)")
 
 GPUS: dict[str, Gpu] = {
     g.id: g
     for g in (
-        Gpu("rtx4090", "RTX 4090", 24, 1.0, "reference GPU: the RTX 4090 / 4090D anchors (a 4090D taken as 114/128 SMs of a 4090)", True),
-        Gpu("rtx5090", "RTX 5090", 32, 1.3, "assumed: no official RTX 5090 timing was found; ≈1.3× a 4090 from tensor throughput and memory bandwidth (treat as ±30%)", True),
+        Gpu("rtx4090", "RTX 4090", 24, 1.0,
+            "reference GPU: the RTX 4090 / 4090D anchors (a 4090D taken as 114/128 SMs of a 4090)", True),
+        Gpu("rtx5090", "RTX 5090", 32, 1.3,
+            "assumed: no official RTX 5090 timing was found; ≈1.3× a 4090 from tensor throughput and memory "
+            "bandwidth (treat as ±30%)", True),
         Gpu("rtx3090", "RTX 3090", 24, 0.5, ASSUMED, False),
         Gpu("rtxa6000", "RTX A6000", 48, 0.5, ASSUMED, False),
         Gpu("l40s", "L40S", 48, 1.0, ASSUMED, True),
         Gpu("a100", "A100", 80, 1.0, ASSUMED, False),
-        Gpu("h100", "H100", 80, round(H100_SPEED, 2), "derived from the published H100 (Wan2.2 README) and RTX 4090D (ComfyUI) A14B timings", True),
+        Gpu("h100", "H100", 80, round(H100_SPEED, 2),
+            "derived from the published H100 (Wan2.2 README) and RTX 4090D (ComfyUI) A14B timings", True),
     )
 }
 DEFAULT_GPU = "rtx4090"
@@ -312,8 +319,9 @@ def _experts(kind: str, precision: str) -> list[FileNeed]:
 def _loras(kind: str) -> list[FileNeed]:
     version = "v1.1" if kind == "t2v" else "v1"
     return [
-        FileNeed(f"4-step LoRA, {noise} noise", f"wan2.2_{kind}_lightx2v_4steps_lora_{version}_{noise}_noise.safetensors",
-                 "loras", f"wan22-{kind}-lightx2v-4step-{noise}", 1_226_977_424)
+        FileNeed(f"4-step LoRA, {noise} noise",
+                 f"wan2.2_{kind}_lightx2v_4steps_lora_{version}_{noise}_noise.safetensors", "loras",
+                 f"wan22-{kind}-lightx2v-4step-{noise}", 1_226_977_424)
         for noise in ("high", "low")
     ]
 
@@ -330,7 +338,8 @@ def files_for(model_id: str, precision: str, lora: bool) -> list[FileNeed]:
         files = _experts(m.kind, precision) + [UMT5, VAE21]
         return files + (_loras(m.kind) if lora else [])
     if m.id == "wan2.2-ti2v-5b":
-        note = "the only published file is fp16: ComfyUI can cast it to fp8 when loading (weight_dtype)" if fp8 else None
+        note = "the only published file is fp16: ComfyUI can cast it to fp8 when loading (weight_dtype)"
+        note = note if fp8 else None
         return [FileNeed("diffusion model (TI2V 5B fp16)", "wan2.2_ti2v_5B_fp16.safetensors", "diffusion_models",
                          "wan22-ti2v-5b-fp16", 9_999_658_848, note=note), UMT5, VAE22]
     if m.id == "wan2.2-s2v-14b":

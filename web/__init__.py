@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from downloader import __version__
 from downloader.config import Settings
@@ -60,6 +61,9 @@ def create_app(
 ) -> Flask:
     """Build the app. The service is not started here: `downloader serve` (or a test) starts it."""
     app = Flask(__name__)
+    # Behind RunPod's HTTPS proxy: trust its scheme and host for the links we build (not X-Forwarded-For, which
+    # a client could forge to slip past the login rate limit when no proxy is in front).
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=1)  # type: ignore[method-assign]
     settings = settings or (svc.settings if svc is not None else Settings.from_env())
     svc = svc or DownloadService(settings)
     app.extensions["downloader"] = svc

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from downloader.config import Settings
+from downloader.config import JUPYTER_TOKEN_FILE, Settings
 from downloader.errors import ConfigError, DownloaderError
 from downloader.files import file_size
 from downloader.manifest import ManifestError, load_catalog
@@ -151,7 +151,7 @@ def jupyter_token(cfg: EntryConfig, state_dir: Path) -> tuple[str, bool]:
     """JUPYTER_PASSWORD, or a token generated once and kept in the state folder (0600)."""
     if cfg.jupyter_password:
         return cfg.jupyter_password, False
-    path = state_dir / "jupyter-token"
+    path = state_dir / JUPYTER_TOKEN_FILE
     state_dir.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return path.read_text().strip(), True

@@ -15,6 +15,9 @@ from .errors import ConfigError
 
 # The manifests shipped with the project live next to the package (repo layout / editable install).
 N = TypeVar("N", int, float)
+# Files in the state folder that hold secrets: never served by the file manager.
+UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE = "ui-password", "session-key", "jupyter-token"
+SECRET_STATE_FILES = frozenset({UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE})
 SHIPPED_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 
 

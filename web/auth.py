@@ -16,10 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from downloader.config import SESSION_KEY_FILE, UI_PASSWORD_FILE
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -56,13 +70,13 @@ def resolve_auth(state_dir: Path, env: dict[str, str] | None = None) -> AuthConf
     for name in ("DOWNLOADER_PASSWORD", "JUPYTER_PASSWORD"):
         if env.get(name):
             return AuthConfig(env[name], name)
-    path = state_dir / "ui-password"
+    path = state_dir / UI_PASSWORD_FILE
     return AuthConfig(_read_or_create(path, lambda: secrets.token_urlsafe(12)), "generated", path)
 
 
 def secret_key(state_dir: Path) -> str:
     """Flask's session key, stable across restarts so people stay logged in."""
-    return _read_or_create(state_dir / "session-key", lambda: secrets.token_hex(32))
+    return _read_or_create(state_dir / SESSION_KEY_FILE, lambda: secrets.token_hex(32))
 
 
 def _marker(password: str) -> str:

@@ -90,6 +90,11 @@ class Aria2Daemon:
             "max-connection-per-server": str(s.connections),
             "split": str(s.connections),
             "min-split-size": s.min_split_size,
+            # Connections take consecutive min-split-size chunks from the front, so the completed prefix (what
+            # the sha256 may read) trails the download by about connections x min-split-size instead of
+            # growing at 1/connections of the speed: the hash is done moments after the last byte
+            # (docs/BENCHMARKS.md, "Tuning notes").
+            "stream-piece-selector": "inorder",
             "max-overall-download-limit": s.max_download_limit,
             "max-tries": str(s.aria2_max_tries),
             "retry-wait": str(s.aria2_retry_wait),

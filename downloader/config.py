@@ -56,7 +56,7 @@ class Settings:
     hf_endpoint: str = "https://huggingface.co"
     aria2c: str = "aria2c"
     connections: int = 16  # aria2 -x / -s: connections per file
-    min_split_size: str = "16M"  # smallest range aria2 gives one connection
+    min_split_size: str = "32M"  # smallest range aria2 gives one connection (see aria2.py: in-order pieces)
     max_concurrent: int = 2  # files downloading at once
     max_attempts: int = 5  # tries per file before it is marked failed
     stall_seconds: float = 60.0  # no new byte for this long = stalled, restart it
@@ -64,7 +64,7 @@ class Settings:
     aria2_max_tries: int = 5  # aria2's own quick retries (5xx, dropped connections) before it reports an error
     aria2_retry_wait: int = 2  # seconds between those
     aria2_start_timeout: float = 10.0
-    poll_interval: float = 0.5
+    poll_interval: float = 0.2  # how often the loop asks aria2; a finished hash wakes it at once
     max_download_limit: str = "0"  # aria2 --max-overall-download-limit (0 = unlimited)
 
     @property
@@ -89,7 +89,7 @@ class Settings:
             hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
             aria2c=env.get("ARIA2C") or "aria2c",
             connections=_env_number(env, "ARIA2_CONNECTIONS", 16, 1, 16, int),
-            min_split_size=_env_size(env, "ARIA2_MIN_SPLIT_SIZE", "16M"),
+            min_split_size=_env_size(env, "ARIA2_MIN_SPLIT_SIZE", "32M"),
             max_concurrent=_env_number(env, "DOWNLOADER_MAX_CONCURRENT", 2, 1, 16, int),
             max_attempts=_env_number(env, "DOWNLOADER_MAX_ATTEMPTS", 5, 1, 100, int),
             stall_seconds=_env_number(env, "DOWNLOADER_STALL_SECONDS", 60.0, 1.0, 3600.0, float),

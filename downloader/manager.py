@@ -93,6 +93,7 @@ class Manager:
         self.selection: set[str] | None = None  # None: everything queued in the DB
         self._commands: queue.Queue[tuple[str, str]] = queue.Queue()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by commands, finished hashes and stop: the loop runs at once
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +128,7 @@ class Manager:
     def request_stop(self) -> None:
         """Make `run()` return at the next tick (signal handlers, the web service)."""
         self._stop.set()
+        self._wake.set()
 
     # --- what to fetch ------------------------------------------------------------------------------
     def submit(self, plan: Plan) -> list[str]:
@@ -171,16 +173,20 @@ class Manager:
 
     # --- commands (thread-safe) -----------------------------------------------------------------------
     def pause(self, download_id: str) -> None:
-        self._commands.put(("pause", download_id))
+        self._command("pause", download_id)
 
     def resume(self, download_id: str) -> None:
-        self._commands.put(("resume", download_id))
+        self._command("resume", download_id)
 
     def retry(self, download_id: str) -> None:
-        self._commands.put(("retry", download_id))
+        self._command("retry", download_id)
 
     def cancel(self, download_id: str) -> None:
-        self._commands.put(("cancel", download_id))
+        self._command("cancel", download_id)
+
+    def _command(self, verb: str, download_id: str) -> None:
+        self._commands.put((verb, download_id))
+        self._wake.set()
 
     def _handle_commands(self) -> None:
         while True:
@@ -220,7 +226,8 @@ class Manager:
                 on_tick(rows)
             if until_done and not self.jobs and all(S(r.state) in (*TERMINAL_STATES, S.PAUSED) for r in rows):
                 return rows
-            self._stop.wait(self.s.poll_interval)
+            self._wake.wait(self.s.poll_interval)
+            self._wake.clear()
         return self.store.downloads(sorted(self.selection) if self.selection is not None else None)
 
     def tick(self) -> None:
@@ -262,7 +269,7 @@ class Manager:
     def _start_hash(self, row: Download, dest: Path, part: Path, kind: str) -> None:
         target = dest if kind == "existing" else part
         job = Job(row.id, dest, part, kind, row.size, row.sha256)
-        job.task = HashTask(target)
+        job.task = HashTask(target, on_done=self._wake.set)
         self.jobs[row.id] = job
         what = "verifying the file found in place" if kind == "existing" else "verifying the finished download"
         self.store.transition(row.id, S.VERIFYING, what, bytes_done=0, speed=0)
@@ -323,7 +330,7 @@ class Manager:
         elif st.status == "complete":
             self.daemon.remove(job.gid)
             size = file_size(job.part) or 0
-            job.task = HashTask(job.part, job.hasher, size)
+            job.task = HashTask(job.part, job.hasher, size, on_done=self._wake.set)
             self.store.transition(job.id, S.VERIFYING, "downloaded: verifying", bytes_done=size, speed=0)
         elif st.status == "error":
             self._on_aria2_error(job, st)
@@ -381,7 +388,7 @@ class Manager:
             if not task.full_pass:
                 # The prefix hash read while aria2 wrote; before calling it corrupt, read it all once more.
                 self.store.log(job.id, "checksum differs: re-reading the whole file to be sure", "warning")
-                job.task = HashTask(task.path)
+                job.task = HashTask(task.path, on_done=self._wake.set)
                 return
             problem = f"checksum mismatch: expected {job.sha256}, got {digest}"
         self.jobs.pop(job.id, None)

@@ -60,8 +60,10 @@ def sha256_file(
 class HashTask:
     """Run a hash in a daemon thread (a 14 GB file must not hold up the loop or the exit)."""
 
-    def __init__(self, path: Path, hasher: PrefixHasher | None = None, size: int = 0) -> None:
-        self.path, self.hasher, self.size = path, hasher, size
+    def __init__(
+        self, path: Path, hasher: PrefixHasher | None = None, size: int = 0, on_done: Callable[[], None] | None = None
+    ) -> None:
+        self.path, self.hasher, self.size, self.on_done = path, hasher, size, on_done
         self.hashed = 0
         self.digest: str | None = None
         self.error: BaseException | None = None
@@ -78,6 +80,8 @@ class HashTask:
                 self.digest = sha256_file(self.path, self._progress, self._cancel)
         except BaseException as e:  # noqa: BLE001 - handed to the Manager, which reports it
             self.error = e
+        if self.on_done is not None:
+            self.on_done()
 
     def _progress(self, n: int) -> None:
         self.hashed = n

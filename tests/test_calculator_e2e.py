@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,49 +17,28 @@ import pytest
 
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
+from tests.conftest import served
 from web import create_app
 from web.auth import AuthConfig
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium): no browser to drive", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = Path(tempfile.gettempdir()) / "video-calculator.png"
 PASSWORD = "pw-for-calculator-tests"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 API_PATH = "/api/video-calculator"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
 def url(settings) -> Iterator[str]:
     """The app served by waitress (the download manager is not started: the calculator does not need it)."""
-    from waitress.server import create_server
-
     svc = DownloadService(settings, catalog=load_catalog([REPO / "manifests" / "wan22.yaml"], settings.models_dir))
     app = create_app(settings, svc, auth_config=AuthConfig(PASSWORD, "DOWNLOADER_PASSWORD"))
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.effective_port}"
+        with served(app) as url:
+            yield url
     finally:
-        server.close()
-        server.task_dispatcher.shutdown()
-        thread.join(5)
         svc.stop()
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,27 +18,15 @@ import pytest
 
 from downloader.config import Settings
 from downloader.service import DownloadService
+from tests.conftest import served
 from web import create_app
 from web.auth import AuthConfig
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium): no browser to drive", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
 SCREENSHOT = Path("/tmp/files-page.png")
 PASSWORD = "pw-for-files-e2e"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass
@@ -49,21 +36,9 @@ class Web:
     svc: DownloadService
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
 def web(settings: Settings) -> Iterator[Web]:
     """A small workspace like a pod's, the service running, the app served by waitress."""
-    from waitress.server import create_server
-
     ws = settings.workspace
     (ws / "ComfyUI" / "models" / "loras").mkdir(parents=True)
     (ws / "ComfyUI" / "output").mkdir(parents=True)
@@ -79,15 +54,10 @@ def web(settings: Settings) -> Iterator[Web]:
     app = create_app(
         settings, svc, test_config={"FILES_UPLOAD_CHUNK": 1 << 20}, auth_config=AuthConfig(PASSWORD, "DOWNLOADER_PASSWORD")
     )
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-    thread.start()
     try:
-        yield Web(f"http://127.0.0.1:{server.effective_port}", ws, svc)
+        with served(app) as url:
+            yield Web(url, ws, svc)
     finally:
-        server.close()
-        server.task_dispatcher.shutdown()
-        thread.join(5)
         svc.stop()
 
 

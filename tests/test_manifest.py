@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from downloader.cli import main
 from downloader.errors import ManifestError, UnknownPresetError
-from downloader.manifest import HfSource, Catalog, check_dest, confine, load_catalog
+from downloader.manifest import Catalog, HfSource, check_dest, confine, load_catalog
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "manifests"

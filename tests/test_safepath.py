@@ -15,7 +15,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from web.safepath import MAX_LINKS, PathError, Resolved, check_name, relative, resolve, split
+from web.safepath import (
+    MAX_LINKS,
+    PathError,
+    Resolved,
+    check_name,
+    relative,
+    resolve,
+    split,
+)
 
 
 @pytest.fixture(scope="module")

@@ -380,7 +380,7 @@ def test_serve_command_answers_and_stops_on_sigterm(settings):
     import sys
     import urllib.request
 
-    from tests.conftest import cli_env, REPO
+    from tests.conftest import REPO, cli_env
 
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "downloader", "serve", "--port", str(port)],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,13 +20,11 @@ import pytest
 from downloader.config import Settings
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
+from tests.conftest import served
 from tests.servers import FileServer
 from web import create_app
 from web.auth import AuthConfig
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium): no browser to drive", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
@@ -36,16 +33,6 @@ DOCS_SCREENSHOT = REPO / "docs" / "screenshots" / "downloads.png"
 PASSWORD = "pw-for-tests"
 FILE_SIZE = 6 << 20
 RATE = 250_000  # bytes/s per connection: with 2 connections a 6 MiB file takes ~13 s, long enough to watch
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass
@@ -57,21 +44,9 @@ class Web:
     blobs: dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
 def web(settings: Settings, make_blob, manifest) -> Iterator[Web]:
     """A manifest with one preset of two slow files, the service running, the app served by waitress."""
-    from waitress.server import create_server
-
     settings = settings.with_(connections=2)
     blobs = {name: make_blob(FILE_SIZE, f"{name}.bin") for name in ("a", "b", "c")}
     with FileServer(rate_limit=RATE) as cdn:
@@ -99,15 +74,10 @@ def web(settings: Settings, make_blob, manifest) -> Iterator[Web]:
         svc = DownloadService(settings, catalog=load_catalog([path], settings.models_dir))
         svc.start()
         app = create_app(settings, svc, auth_config=AuthConfig(PASSWORD, "DOWNLOADER_PASSWORD"))
-        server = create_server(app, host="127.0.0.1", port=0, threads=8)
-        thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-        thread.start()
         try:
-            yield Web(f"http://127.0.0.1:{server.effective_port}", svc, settings, cdn, blobs)
+            with served(app) as url:
+                yield Web(url, svc, settings, cdn, blobs)
         finally:
-            server.close()
-            server.task_dispatcher.shutdown()
-            thread.join(5)
             svc.stop()
 
 

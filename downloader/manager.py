@@ -221,11 +221,12 @@ class Manager:
         self.selection = set(ids) if ids is not None else None
         while not self._stop.is_set():
             self.tick()
-            rows = self.store.downloads(sorted(self.selection) if self.selection is not None else None)
-            if on_tick is not None:
-                on_tick(rows)
-            if until_done and not self.jobs and all(S(r.state) in (*TERMINAL_STATES, S.PAUSED) for r in rows):
-                return rows
+            if on_tick is not None or until_done:  # a service runs forever and needs no per-tick listing
+                rows = self.store.downloads(sorted(self.selection) if self.selection is not None else None)
+                if on_tick is not None:
+                    on_tick(rows)
+                if until_done and not self.jobs and all(S(r.state) in (*TERMINAL_STATES, S.PAUSED) for r in rows):
+                    return rows
             self._wake.wait(self.s.poll_interval)
             self._wake.clear()
         return self.store.downloads(sorted(self.selection) if self.selection is not None else None)
@@ -246,8 +247,9 @@ class Manager:
         now = utcnow()
         running = sum(1 for j in self.jobs.values() if j.kind == "download")
         hashing = sum(1 for j in self.jobs.values() if j.kind != "download")
-        for row in self.store.downloads(sorted(self.selection) if self.selection is not None else None):
-            if row.state != S.QUEUED.value or row.id in self.jobs:
+        ids = sorted(self.selection) if self.selection is not None else None
+        for row in self.store.downloads(ids, state=S.QUEUED):
+            if row.id in self.jobs:
                 continue
             if row.next_attempt_at is not None and row.next_attempt_at > now:
                 continue

@@ -116,21 +116,21 @@ class DownloadService:
             for name, p in self.catalog.presets.items()
         ]
 
-    def summary(self) -> dict[str, Any]:
-        """Counts and bytes over every row: for totals and health checks."""
-        rows = self.store.downloads()
+    def summary(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Counts and bytes over every row (as from `store.rows()`): for totals and health checks."""
+        rows = self.store.rows() if rows is None else rows
         counts = {s.value: 0 for s in S}
         for r in rows:
-            counts[r.state] += 1
-        total = sum(r.size or 0 for r in rows)
-        done = sum((r.size or 0) if r.state == S.DONE.value else r.bytes_done for r in rows)
-        speed = sum(r.speed for r in rows if r.state == S.DOWNLOADING.value)
+            counts[r["state"]] += 1
+        total = sum(r["size"] or 0 for r in rows)
+        done = sum((r["size"] or 0) if r["state"] == S.DONE.value else r["bytes_done"] for r in rows)
+        speed = sum(r["speed"] for r in rows if r["state"] == S.DOWNLOADING.value)
         return {
             "counts": counts,
             "bytes_total": total,
             "bytes_done": done,
             "speed": speed,
-            "required_done": all(r.state == S.DONE.value for r in rows if r.required),
+            "required_done": all(r["state"] == S.DONE.value for r in rows if r["required"]),
             "manager": "running" if self.running else ("failed" if self.fatal else "waiting"),
             "note": self.fatal or self.owner_note,
         }

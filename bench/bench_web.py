@@ -77,7 +77,8 @@ def thread_cpu() -> dict[str, float]:
         secs = (int(fields[11]) + int(fields[12])) / CLK
         name = names.get(int(tid), "other (native)")
         kind = ("hasher" if name.startswith(("hash:", "verify:")) else
-                "web (waitress)" if name.startswith("waitress") else name)
+                "web (waitress)" if name.startswith("waitress") else
+                "benchmark's own main thread (waits, polls the DB; not the service)" if name == "MainThread" else name)
         out[kind] = out.get(kind, 0.0) + secs
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -181,4 +182,11 @@ def resolve_all(specs: Sequence[ModelSpec], settings: Settings) -> list[Resolved
     """Resolve every spec concurrently; each result is a Resolved or the SourceError that explains it."""
     if not specs:
         return []
-    return asyncio.run(_resolve_many(specs, settings))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_resolve_many(specs, settings))
+    # Called from a thread that already runs an event loop (an async caller, a browser driver in tests):
+    # asyncio.run() would refuse, so resolve on a worker thread with a loop of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _resolve_many(specs, settings)).result()

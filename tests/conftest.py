@@ -175,9 +175,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
+    """One headless Chromium per test module (playwright's sync API holds an event loop while it runs)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium): no browser to drive")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")

@@ -310,3 +310,19 @@ def test_hub_briefly_down_is_retried_with_backoff(settings, hub, make_blob):
     assert row.state == "done" and row.verified
     with Store(settings.db_path) as store:
         assert any("retrying in" in e.message and "503" in e.message for e in store.events("model"))
+
+
+def test_resolving_works_from_a_thread_that_runs_an_event_loop(settings, cdn, make_blob):
+    """Callers inside an event loop (an async web server, a browser driver) must not break resolution."""
+    import asyncio
+
+    from downloader.sources import Resolved, resolve_all
+
+    blob = make_blob(1 << 10)
+    cdn.add_file("/m.bin", blob.path)
+
+    async def inside_a_loop() -> list:
+        return resolve_all([spec(cdn.url + "/m.bin")], settings)
+
+    [result] = asyncio.run(inside_a_loop())
+    assert isinstance(result, Resolved) and result.size == blob.size

@@ -4,7 +4,7 @@
  * calls GET /api/video-calculator with the form's query, updates the results in place (text and attributes;
  * lists are rebuilt) and keeps the address bar's query in step (history.replaceState), so the URL stays
  * shareable. Suggestion links, size presets and nearest lengths set the inputs instead of navigating.
- * Server strings only ever go through textContent.
+ * Server strings only ever go through textContent. Shared helpers: UI (common.js).
  */
 (function () {
   "use strict";
@@ -17,25 +17,12 @@
   var apiUrl = root.dataset.api;
   var pageUrl = root.dataset.page;
   var MODELS = JSON.parse(document.getElementById("calc-models").textContent || "{}");
-  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
-  var csrf = csrfMeta ? csrfMeta.getAttribute("content") : "";
   var results = document.getElementById("results");
   var errorBox = document.getElementById("calc-error");
 
+  var field = UI.field, setText = UI.setText, setHidden = UI.setHidden, setData = UI.setData;
   function $(id) {
     return document.getElementById(id);
-  }
-  function field(scope, name) {
-    return scope.querySelector('[data-field="' + name + '"]');
-  }
-  function setText(el, text) {
-    if (el && el.textContent !== text) el.textContent = text;
-  }
-  function setHidden(el, hidden) {
-    if (el && el.hidden !== hidden) el.hidden = hidden;
-  }
-  function setData(el, key, value) {
-    if (el && el.dataset[key] !== value) el.dataset[key] = value;
   }
   function h(tag, attrs, children) {
     var el = document.createElement(tag);
@@ -66,23 +53,28 @@
     lora: $("f-lora"),
   };
 
+  // radio groups: the checked value (or `fallback`), and checking one
+  function radioValue(name, fallback) {
+    var checked = form.querySelector('input[name="' + name + '"]:checked');
+    return checked ? checked.value : fallback;
+  }
+  function checkRadio(name, value) {
+    var radio = form.querySelector('input[name="' + name + '"][value="' + value + '"]');
+    if (radio) radio.checked = true;
+  }
   function by() {
-    var checked = form.querySelector('input[name="by"]:checked');
-    return checked ? checked.value : "seconds";
+    return radioValue("by", "seconds");
   }
   function setBy(value) {
-    var radio = form.querySelector('input[name="by"][value="' + value + '"]');
-    if (radio) radio.checked = true;
+    checkRadio("by", value);
     inputs.seconds.classList.toggle("derived", value !== "seconds");
     inputs.frames.classList.toggle("derived", value !== "frames");
   }
   function precision() {
-    var checked = form.querySelector('input[name="precision"]:checked');
-    return checked ? checked.value : "";
+    return radioValue("precision", "");
   }
   function setPrecision(value) {
-    var radio = form.querySelector('input[name="precision"][value="' + value + '"]');
-    if (radio) radio.checked = true;
+    checkRadio("precision", value);
   }
   function val(el) {
     return el && !el.disabled ? String(el.value).trim() : "";
@@ -243,7 +235,7 @@
     var first = actions.firstChild;
     f.presets.forEach(function (p) {
       var formEl = h("form", { method: "post", action: p.url, className: "act" }, [
-        h("input", { type: "hidden", name: "csrf_token", value: csrf }),
+        h("input", { type: "hidden", name: "csrf_token", value: UI.csrf }),
         h("button", {
           type: "submit",
           className: "btn btn-primary btn-sm",
@@ -302,8 +294,7 @@
     setData(vbox, "offload", d.vram.offload);
     setText(field(vbox, "vram"), t.vram);
     setText(field(vbox, "gauge"), t.gauge);
-    var gauge = vbox.querySelector("progress");
-    if (gauge && gauge.getAttribute("value") !== t.gauge_pct) gauge.setAttribute("value", t.gauge_pct);
+    UI.setProgress(vbox.querySelector("progress"), t.gauge_pct);
     renderEstimate(vbox, d.vram);
     var tbox = $("est-time");
     setText(field(tbox, "time"), t.time);
@@ -349,17 +340,7 @@
     var q = queryString();
     var mine = ++seq;
     root.classList.add("busy");
-    fetch(apiUrl + "?" + q, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
-      .then(function (r) {
-        return r
-          .json()
-          .catch(function () {
-            return {};
-          })
-          .then(function (body) {
-            return { status: r.status, ok: r.ok, body: body || {} };
-          });
-      })
+    UI.request("GET", apiUrl + "?" + q)
       .then(function (res) {
         if (mine !== seq) return; // a newer computation is on its way
         if (res.ok) {
@@ -374,7 +355,7 @@
         }
       })
       .catch(function (e) {
-        if (mine === seq) showError("Could not reach the server: " + (e && e.message ? e.message : e));
+        if (mine === seq) showError(UI.unreachable(e));
       })
       .then(function () {
         if (mine === seq) root.classList.remove("busy");

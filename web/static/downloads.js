@@ -3,7 +3,7 @@
  * Polls GET /api/downloads every second (not while the tab is hidden; backs off when the server is
  * unreachable), updates rows, sections and totals in place (text and attributes only, so buttons do not
  * move under the mouse), and turns the page's <form method=post> buttons into fetch() calls with the
- * X-CSRFToken header. Server strings only ever go through textContent.
+ * X-CSRFToken header. Server strings only ever go through textContent. Shared helpers: UI (common.js).
  */
 (function () {
   "use strict";
@@ -24,90 +24,17 @@
     cancel: ["queued", "downloading", "verifying", "paused", "failed"],
   };
 
-  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
-  var csrf = csrfMeta ? csrfMeta.getAttribute("content") : "";
   var apiUrl = root.dataset.api;
   var connNote = document.getElementById("conn-note");
-  var flashes = document.getElementById("flashes");
   var otherSection = document.getElementById("other");
   var rowTemplate = document.getElementById("row-template");
 
-  // --- formatting (same units as the server's human_bytes) ------------------------------------------
-  var UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
-  function humanBytes(n) {
-    if (n === null || n === undefined) return "?";
-    n = Number(n);
-    var u = 0;
-    while (Math.abs(n) >= 1024 && u < UNITS.length - 1) {
-      n /= 1024;
-      u++;
-    }
-    return u === 0 ? Math.round(n) + " B" : n.toFixed(1) + " " + UNITS[u];
-  }
-  function pad2(n) {
-    return (n < 10 ? "0" : "") + n;
-  }
-  function fmtEta(s) {
-    if (s === null || s === undefined || !isFinite(s)) return "";
-    s = Math.max(0, Math.round(s));
-    return Math.floor(s / 3600) + ":" + pad2(Math.floor((s % 3600) / 60)) + ":" + pad2(s % 60);
-  }
+  var humanBytes = UI.humanBytes, humanSpeed = UI.humanSpeed, fmtEta = UI.fmtEta, flash = UI.flash;
+  var setText = UI.setText, setHidden = UI.setHidden, setData = UI.setData, setProgress = UI.setProgress;
+  var field = UI.field, cssEscape = UI.cssEscape;
+
   function fmtPct(p) {
     return (Math.floor(p * 1000) / 10).toFixed(1) + "%";
-  }
-
-  // --- small DOM helpers: write only what changed ----------------------------------------------------
-  function setText(el, text) {
-    if (el && el.textContent !== text) el.textContent = text;
-  }
-  function setHidden(el, hidden) {
-    if (el && el.hidden !== hidden) el.hidden = hidden;
-  }
-  function setData(el, key, value) {
-    if (el && el.dataset[key] !== value) el.dataset[key] = value;
-  }
-  function setProgress(el, pct) {
-    if (!el) return;
-    if (pct === null) {
-      if (el.hasAttribute("value")) el.removeAttribute("value"); // indeterminate
-    } else {
-      var v = String(pct);
-      if (el.getAttribute("value") !== v) el.setAttribute("value", v);
-    }
-  }
-  function field(scope, name) {
-    return scope.querySelector('[data-field="' + name + '"]');
-  }
-  function cssEscape(s) {
-    return window.CSS && CSS.escape ? CSS.escape(s) : String(s).replace(/["\\]/g, "\\$&");
-  }
-
-  // --- flash messages --------------------------------------------------------------------------------
-  function flash(message, category) {
-    if (!flashes) return;
-    var div = document.createElement("div");
-    div.className = "flash flash-" + (category === "error" ? "error" : "info");
-    div.setAttribute("role", category === "error" ? "alert" : "status");
-    var text = document.createElement("span");
-    text.className = "flash-text";
-    text.textContent = message;
-    var close = document.createElement("button");
-    close.type = "button";
-    close.className = "close";
-    close.setAttribute("aria-label", "Dismiss");
-    close.textContent = "\u00d7";
-    close.addEventListener("click", function () {
-      div.remove();
-    });
-    div.appendChild(text);
-    div.appendChild(close);
-    flashes.appendChild(div);
-    while (flashes.children.length > 4) flashes.firstElementChild.remove();
-    if (category !== "error") {
-      setTimeout(function () {
-        div.remove();
-      }, 5000);
-    }
   }
 
   // --- rendering -------------------------------------------------------------------------------------
@@ -172,7 +99,7 @@
     if (state !== "available") bytes = humanBytes(doneBytes) + (d.size ? " / " + humanBytes(d.size) : "");
     setText(el.querySelector(".bytes"), bytes);
 
-    setText(el.querySelector(".speed"), state === "downloading" && d.speed ? humanBytes(d.speed) + "/s" : "");
+    setText(el.querySelector(".speed"), state === "downloading" && d.speed ? humanSpeed(d.speed) : "");
     var eta = "";
     if (state === "downloading" && d.eta_s !== null && d.eta_s !== undefined) eta = "ETA " + fmtEta(d.eta_s);
     else if (state === "verifying") eta = "checking\u2026";
@@ -262,7 +189,7 @@
     setText(field(box, "files"), (counts.done || 0) + " of " + total + " files done");
     setText(field(box, "bytes"), humanBytes(s.bytes_done || 0) + " / " + humanBytes(s.bytes_total || 0));
     setText(field(box, "pct"), s.bytes_total ? "(" + fmtPct((s.bytes_done || 0) / s.bytes_total) + ")" : "");
-    setText(field(box, "speed"), humanBytes(s.speed || 0) + "/s");
+    setText(field(box, "speed"), humanSpeed(s.speed || 0));
     var left = (s.bytes_total || 0) - (s.bytes_done || 0);
     setText(field(box, "eta"), s.speed && left > 0 ? "ETA " + fmtEta(left / s.speed) : "ETA \u2013");
     var ready = Boolean(s.required_done && total > 0);
@@ -291,110 +218,9 @@
   }
 
   // --- polling ---------------------------------------------------------------------------------------
-  var timer = null;
-  var inflight = false;
-  var again = false;
-  var failures = 0;
-
-  function showConn(message, html) {
-    if (!connNote) return;
-    if (html) {
-      connNote.textContent = "";
-      connNote.appendChild(html);
-    } else {
-      setText(connNote, message);
-    }
-    setHidden(connNote, false);
-  }
-
-  function schedule(delay) {
-    clearTimeout(timer);
-    timer = null;
-    if (document.hidden) return;
-    timer = setTimeout(poll, delay);
-  }
-
-  function poll() {
-    clearTimeout(timer);
-    timer = null;
-    if (inflight) {
-      again = true;
-      return;
-    }
-    inflight = true;
-    fetch(apiUrl, { headers: { Accept: "application/json" }, cache: "no-store", credentials: "same-origin" })
-      .then(function (r) {
-        if (r.status === 401) {
-          var frag = document.createDocumentFragment();
-          frag.appendChild(document.createTextNode("Your session ended. "));
-          var a = document.createElement("a");
-          a.href = "/login?next=" + encodeURIComponent(location.pathname);
-          a.textContent = "Log in again";
-          frag.appendChild(a);
-          showConn(null, frag);
-          failures = Math.max(failures, 3);
-          throw null;
-        }
-        if (!r.ok) throw new Error("HTTP " + r.status);
-        return r.json();
-      })
-      .then(function (data) {
-        render(data);
-        failures = 0;
-        setHidden(connNote, true);
-      })
-      .catch(function (e) {
-        if (e === null) return; // 401, already shown
-        failures++;
-        var wait = Math.min(POLL_MS * Math.pow(2, failures), MAX_BACKOFF_MS);
-        showConn("Connection lost \u2013 retrying in " + Math.round(wait / 1000) + " s (showing the last known state).");
-      })
-      .then(function () {
-        inflight = false;
-        if (again) {
-          again = false;
-          poll();
-          return;
-        }
-        schedule(failures ? Math.min(POLL_MS * Math.pow(2, failures), MAX_BACKOFF_MS) : POLL_MS);
-      });
-  }
-
-  document.addEventListener("visibilitychange", function () {
-    if (document.hidden) {
-      clearTimeout(timer);
-      timer = null;
-    } else {
-      poll();
-    }
-  });
+  var poll = UI.poll({ url: apiUrl, interval: POLL_MS, maxBackoff: MAX_BACKOFF_MS, note: connNote, render: render });
 
   // --- buttons ---------------------------------------------------------------------------------------
-  function post(url, body) {
-    var headers = { Accept: "application/json", "X-CSRFToken": csrf };
-    var init = { method: "POST", headers: headers, credentials: "same-origin" };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    return fetch(url, init).then(function (r) {
-      return r
-        .json()
-        .catch(function () {
-          return {};
-        })
-        .then(function (payload) {
-          return { ok: r.ok, status: r.status, body: payload || {} };
-        });
-    });
-  }
-
-  function errorText(res) {
-    if (res.body && res.body.error) return res.body.error;
-    if (res.status === 400 && !res.body.error) return "The request was refused (HTTP 400): reload the page and try again.";
-    return "HTTP " + res.status;
-  }
-
   var BULK_DONE = { "pause-all": "Paused", "resume-all": "Resumed", "retry-all": "Retrying" };
 
   root.addEventListener("submit", function (ev) {
@@ -422,10 +248,10 @@
       });
     }
     if (button) button.disabled = true;
-    post(form.action)
+    UI.request("POST", form.action)
       .then(function (res) {
         if (!res.ok) {
-          flash(errorText(res), "error");
+          flash(UI.errorText(res), "error");
           rows.forEach(function (r) {
             r.classList.remove("pending");
           });
@@ -435,7 +261,7 @@
         }
       })
       .catch(function (e) {
-        flash("Could not reach the server: " + (e && e.message ? e.message : e), "error");
+        flash(UI.unreachable(e), "error");
         rows.forEach(function (r) {
           r.classList.remove("pending");
         });
@@ -480,7 +306,7 @@
     if (button) button.disabled = true;
     setHidden(addError, true);
     setHidden(addOk, true);
-    post(form.action, body)
+    UI.request("POST", form.action, body)
       .then(function (res) {
         if (res.ok) {
           setText(addOk, "Queued " + (res.body.id || "the download") + (res.body.dest ? " \u2192 " + res.body.dest : "") + ".");
@@ -491,12 +317,12 @@
           });
           if (addFilename) addFilename.placeholder = "last part of the URL";
         } else {
-          setText(addError, errorText(res));
+          setText(addError, UI.errorText(res));
           setHidden(addError, false);
         }
       })
       .catch(function (e) {
-        setText(addError, "Could not reach the server: " + (e && e.message ? e.message : e));
+        setText(addError, UI.unreachable(e));
         setHidden(addError, false);
       })
       .then(function () {
@@ -504,6 +330,4 @@
         poll();
       });
   }
-
-  schedule(POLL_MS);
 })();

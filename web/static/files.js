@@ -7,7 +7,7 @@
  * Uploads: each file is opened with POST /api/files/upload, sent as PUT chunks of the size the server asks for
  * (the service's WSGI server buffers each request body, so a chunk, never the whole file, is in flight), then
  * committed. A cut connection or a restarted service is picked up where the server says the file stands.
- * Server strings only ever go through textContent.
+ * Server strings only ever go through textContent. Shared helpers: UI (common.js).
  */
 (function () {
   "use strict";
@@ -18,8 +18,6 @@
 
   var POLL_MS = 5000;
   var RETRIES = 6; // attempts per chunk before an upload is marked failed
-  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
-  var csrf = csrfMeta ? csrfMeta.getAttribute("content") : "";
   var urls = root.dataset;
   var body = document.getElementById("fm-body");
   var table = document.getElementById("fm-table");
@@ -29,7 +27,6 @@
   var errorNote = document.getElementById("fm-error");
   var truncatedNote = document.getElementById("fm-truncated");
   var rowTemplate = document.getElementById("fm-row-template");
-  var flashes = document.getElementById("flashes");
   var dataEl = document.getElementById("fm-data");
 
   var state = {
@@ -48,29 +45,13 @@
     state.path = params.get("path") || "";
   }
 
-  // --- formatting (same units as the server's human_bytes) ------------------------------------------
-  var UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
-  function humanBytes(n) {
-    if (n === null || n === undefined) return "?";
-    n = Number(n);
-    var u = 0;
-    while (Math.abs(n) >= 1024 && u < UNITS.length - 1) {
-      n /= 1024;
-      u++;
-    }
-    return u === 0 ? Math.round(n) + " B" : n.toFixed(1) + " " + UNITS[u];
-  }
-  function pad2(n) {
-    return (n < 10 ? "0" : "") + n;
-  }
+  var humanBytes = UI.humanBytes, humanSpeed = UI.humanSpeed, flash = UI.flash;
+  var setText = UI.setText, setHidden = UI.setHidden, setProgress = UI.setProgress, field = UI.field;
+
   // seconds since the epoch -> "2025-11-22 06:22" (UTC: the text the server renders)
   function fmtTime(t) {
     if (!t) return "";
-    var d = new Date(t * 1000);
-    return (
-      d.getUTCFullYear() + "-" + pad2(d.getUTCMonth() + 1) + "-" + pad2(d.getUTCDate()) + " " +
-      pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes())
-    );
+    return UI.utcStamp(new Date(t * 1000), false);
   }
   function isoTime(t) {
     return t ? new Date(t * 1000).toISOString().replace(/\.\d+Z$/, "Z") : "";
@@ -102,70 +83,12 @@
     return Object.keys(params).length ? q(urls.page, params) : urls.page;
   }
 
-  // --- small DOM helpers -----------------------------------------------------------------------------
-  function setText(el, text) {
-    if (el && el.textContent !== text) el.textContent = text;
-  }
-  function setHidden(el, hidden) {
-    if (el && el.hidden !== hidden) el.hidden = hidden;
-  }
-  function field(scope, name) {
-    return scope.querySelector('[data-field="' + name + '"]');
-  }
-
-  function flash(message, category) {
-    if (!flashes) return;
-    var div = document.createElement("div");
-    div.className = "flash flash-" + (category === "error" ? "error" : "info");
-    div.setAttribute("role", category === "error" ? "alert" : "status");
-    var text = document.createElement("span");
-    text.className = "flash-text";
-    text.textContent = message;
-    var close = document.createElement("button");
-    close.type = "button";
-    close.className = "close";
-    close.setAttribute("aria-label", "Dismiss");
-    close.textContent = "\u00d7";
-    close.addEventListener("click", function () {
-      div.remove();
-    });
-    div.appendChild(text);
-    div.appendChild(close);
-    flashes.appendChild(div);
-    while (flashes.children.length > 4) flashes.firstElementChild.remove();
-    if (category !== "error") {
-      setTimeout(function () {
-        div.remove();
-      }, 5000);
-    }
-  }
-
   // --- talking to the API ----------------------------------------------------------------------------
-  function call(method, url, payload) {
-    var headers = { Accept: "application/json" };
-    var init = { method: method, headers: headers, credentials: "same-origin", cache: "no-store" };
-    if (method !== "GET") headers["X-CSRFToken"] = csrf;
-    if (payload !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(payload);
-    }
-    return fetch(url, init).then(function (r) {
-      return r
-        .json()
-        .catch(function () {
-          return {};
-        })
-        .then(function (data) {
-          return { ok: r.ok, status: r.status, body: data || {} };
-        });
-    });
-  }
+  var call = UI.request; // (method, url, payload) -> Promise of {ok, status, body}
 
   function errorText(res) {
     if (res.status === 401) return "Your session ended: reload the page and log in again.";
-    if (res.body && res.body.error) return res.body.error;
-    if (res.status === 400) return "The request was refused (HTTP 400): reload the page and try again.";
-    return "HTTP " + res.status;
+    return UI.errorText(res);
   }
 
   // --- rendering -------------------------------------------------------------------------------------
@@ -201,8 +124,7 @@
     setText(field(disk, "free"), humanBytes(d.free));
     setText(field(disk, "total"), humanBytes(d.total));
     var bar = field(disk, "bar");
-    var pct = d.total ? String(Math.round((1000 * d.used) / d.total) / 10) : "0";
-    if (bar.getAttribute("value") !== pct) bar.setAttribute("value", pct);
+    setProgress(bar, d.total ? Math.round((1000 * d.used) / d.total) / 10 : 0);
     bar.classList.toggle("bar-full", d.total > 0 && d.free / d.total < 0.05);
     setHidden(disk, false);
   }
@@ -422,7 +344,7 @@
       })
       .catch(function (e) {
         if (gen !== loading || opts.quiet) return;
-        flash("Could not reach the server: " + (e && e.message ? e.message : e), "error");
+        flash(UI.unreachable(e), "error");
       })
       .then(function () {
         if (gen === loading) inflight = false;
@@ -434,24 +356,14 @@
   }
 
   // --- polling (in-progress downloads, other people's changes) ---------------------------------------
-  var timer = null;
+  var ticker = UI.loop(tick);
   function schedule() {
-    clearTimeout(timer);
-    timer = null;
-    if (!document.hidden) timer = setTimeout(tick, POLL_MS);
+    ticker.schedule(POLL_MS);
   }
   function tick() {
     var busy = inflight || dialog.open || preview.open;
     (busy ? Promise.resolve() : refresh()).then(schedule);
   }
-  document.addEventListener("visibilitychange", function () {
-    if (document.hidden) {
-      clearTimeout(timer);
-      timer = null;
-    } else {
-      tick();
-    }
-  });
 
   // --- navigation ------------------------------------------------------------------------------------
   root.addEventListener("click", function (ev) {
@@ -553,7 +465,7 @@
     ok.disabled = true;
     Promise.resolve(st.opts.action(value))
       .catch(function (e) {
-        return "Could not reach the server: " + (e && e.message ? e.message : e);
+        return UI.unreachable(e);
       })
       .then(function (problem) {
         ok.disabled = false;
@@ -672,7 +584,7 @@
         if (!res.body.complete) flash("Some folders are too big to add up in time: their sizes are at least what is shown.", "info");
       })
       .catch(function (e) {
-        flash("Could not reach the server: " + (e && e.message ? e.message : e), "error");
+        flash(UI.unreachable(e), "error");
       })
       .then(function () {
         sizesButton.disabled = false;
@@ -787,11 +699,11 @@
     var size = item.file.size;
     var bar = field(item.el, "bar");
     var pct = size ? Math.floor((1000 * sent) / size) / 10 : 100;
-    bar.setAttribute("value", String(pct));
+    setProgress(bar, pct);
     setText(field(item.el, "bytes"), humanBytes(sent) + " / " + humanBytes(size));
     var elapsed = (Date.now() - item.started) / 1000;
     var rate = elapsed > 0.5 ? (sent - item.startOffset) / elapsed : 0;
-    setText(field(item.el, "speed"), item.state === "uploading" && rate > 0 ? humanBytes(rate) + "/s" : "");
+    setText(field(item.el, "speed"), item.state === "uploading" && rate > 0 ? humanSpeed(rate) : "");
   }
 
   function enqueue(files) {
@@ -887,7 +799,7 @@
       var xhr = new XMLHttpRequest();
       item.xhr = xhr;
       xhr.open("PUT", urls.apiUpload + "/" + encodeURIComponent(up.id) + "?offset=" + offset);
-      xhr.setRequestHeader("X-CSRFToken", csrf);
+      xhr.setRequestHeader("X-CSRFToken", UI.csrf);
       xhr.setRequestHeader("Content-Type", "application/octet-stream");
       xhr.setRequestHeader("Accept", "application/json");
       xhr.upload.onprogress = function (ev) {

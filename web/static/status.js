@@ -1,5 +1,6 @@
 /* Installation status page: polls GET /api/installation-status every 2 s and updates the cards in place.
- * Log tails stay where the reader left them (collapsed or open, scrolled or following the end). */
+ * Log tails stay where the reader left them (collapsed or open, scrolled or following the end).
+ * Shared helpers: UI (common.js). */
 (function () {
   "use strict";
 
@@ -13,30 +14,15 @@
   var template = document.getElementById("component-template");
   var connNote = document.getElementById("conn-note");
 
-  function setText(el, text) {
-    if (el && el.textContent !== text) el.textContent = text;
-  }
-  function setHidden(el, hidden) {
-    if (el && el.hidden !== hidden) el.hidden = hidden;
-  }
-  function field(scope, name) {
-    return scope.querySelector('[data-field="' + name + '"]');
-  }
-  function cssEscape(s) {
-    return window.CSS && CSS.escape ? CSS.escape(s) : String(s).replace(/["\\]/g, "\\$&");
-  }
-  function pad2(n) {
-    return (n < 10 ? "0" : "") + n;
-  }
+  var setText = UI.setText, setHidden = UI.setHidden, setData = UI.setData, setProgress = UI.setProgress;
+  var field = UI.field, cssEscape = UI.cssEscape;
+
   // "2025-11-22T06:22:01.123Z" -> "2025-11-22 06:22:01 UTC" (the same text the server renders)
   function fmtTime(iso) {
     if (!iso) return "\u2013";
     var d = new Date(iso);
     if (isNaN(d.getTime())) return iso;
-    return (
-      d.getUTCFullYear() + "-" + pad2(d.getUTCMonth() + 1) + "-" + pad2(d.getUTCDate()) + " " +
-      pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes()) + ":" + pad2(d.getUTCSeconds()) + " UTC"
-    );
+    return UI.utcStamp(d, true) + " UTC";
   }
   function setTime(dd, iso) {
     var current = dd.querySelector("time");
@@ -86,9 +72,9 @@
 
   function updateCard(el, c) {
     var stateChanged = el.dataset.state !== c.state;
-    if (stateChanged) el.dataset.state = c.state;
+    setData(el, "state", c.state);
     var badge = field(el, "state");
-    if (badge.dataset.state !== c.state) badge.dataset.state = c.state;
+    setData(badge, "state", c.state);
     setText(badge, c.state);
     setText(field(el, "message"), c.message || "");
 
@@ -96,8 +82,7 @@
     setHidden(el.querySelector(".comp-progress"), !hasProgress);
     if (hasProgress) {
       var pct = Math.round(c.progress * 1000) / 10;
-      var bar = el.querySelector("progress");
-      if (bar.getAttribute("value") !== String(pct)) bar.setAttribute("value", String(pct));
+      setProgress(el.querySelector("progress"), pct);
       setText(field(el, "pct"), pct.toFixed(1) + "%");
     }
     setTime(field(el, "started_at"), c.started_at);
@@ -143,70 +128,12 @@
       if (!seen[el.dataset.component]) el.remove();
     });
     var pct = Number(data.overall_percent || 0);
-    var overall = document.getElementById("overall-progress");
-    if (overall.getAttribute("value") !== String(pct)) overall.setAttribute("value", String(pct));
+    setProgress(document.getElementById("overall-progress"), pct);
     setText(field(root, "overall-text"), pct.toFixed(1) + "% complete");
     var n = (data.components || []).length;
     setText(field(root, "summary"), n + " component" + (n === 1 ? "" : "s"));
   }
 
   // --- polling, as on the downloads page ---------------------------------------------------------------
-  var timer = null;
-  var inflight = false;
-  var failures = 0;
-
-  function schedule(delay) {
-    clearTimeout(timer);
-    timer = null;
-    if (!document.hidden) timer = setTimeout(poll, delay);
-  }
-
-  function poll() {
-    clearTimeout(timer);
-    timer = null;
-    if (inflight) return;
-    inflight = true;
-    fetch(apiUrl, { headers: { Accept: "application/json" }, cache: "no-store", credentials: "same-origin" })
-      .then(function (r) {
-        if (r.status === 401) {
-          connNote.textContent = "Your session ended. ";
-          var a = document.createElement("a");
-          a.href = "/login?next=" + encodeURIComponent(location.pathname);
-          a.textContent = "Log in again";
-          connNote.appendChild(a);
-          setHidden(connNote, false);
-          failures = Math.max(failures, 3);
-          throw null;
-        }
-        if (!r.ok) throw new Error("HTTP " + r.status);
-        return r.json();
-      })
-      .then(function (data) {
-        render(data);
-        failures = 0;
-        setHidden(connNote, true);
-      })
-      .catch(function (e) {
-        if (e === null) return;
-        failures++;
-        var wait = Math.min(POLL_MS * Math.pow(2, failures), MAX_BACKOFF_MS);
-        setText(connNote, "Connection lost \u2013 retrying in " + Math.round(wait / 1000) + " s (showing the last known state).");
-        setHidden(connNote, false);
-      })
-      .then(function () {
-        inflight = false;
-        schedule(failures ? Math.min(POLL_MS * Math.pow(2, failures), MAX_BACKOFF_MS) : POLL_MS);
-      });
-  }
-
-  document.addEventListener("visibilitychange", function () {
-    if (document.hidden) {
-      clearTimeout(timer);
-      timer = null;
-    } else {
-      poll();
-    }
-  });
-
-  schedule(POLL_MS);
+  UI.poll({ url: apiUrl, interval: POLL_MS, maxBackoff: MAX_BACKOFF_MS, note: connNote, render: render });
 })();

@@ -24,15 +24,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# Only light imports here: JupyterLab is started before SQLAlchemy and pydantic are loaded (about a second).
 from downloader.config import JUPYTER_TOKEN_FILE, Settings
 from downloader.errors import ConfigError, DownloaderError
-from downloader.files import file_size
-from downloader.manifest import ManifestError, load_catalog
-from downloader.placeholder import Missing, Placeholder
 from downloader.signals import stop_on_signals
-from downloader.state import DownloadState, Store
 from downloader.supervisor import Child, Spec, Supervisor
+
+if TYPE_CHECKING:
+    from downloader.placeholder import Missing, Placeholder
+    from downloader.state import Store
 
 DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
 DEFAULT_NODES = "https://github.com/ltdrdata/ComfyUI-Manager,https://github.com/Fannovel16/comfyui_controlnet_aux"
@@ -173,7 +175,8 @@ class Entrypoint:
 
     def __init__(self, cfg: EntryConfig, settings: Settings) -> None:
         self.cfg, self.settings = cfg, settings
-        self.store = Store(settings.db_path)
+        self.store: Store | None = None  # opened after JupyterLab has started
+        self._early: list[tuple[str, str, str | None, str | None]] = []  # reports made before that
         self.sup = Supervisor(cfg.workspace / "logs", on_change=self._on_child)
         self.stop_event = threading.Event()
         self.placeholder: Placeholder | None = None
@@ -185,8 +188,20 @@ class Entrypoint:
 
     # --- reporting ----------------------------------------------------------------------------------
     def report(self, name: str, state: str, message: str | None = None, log: Path | None = None) -> None:
-        self.store.set_component(name, state, message, str(log) if log else None)
+        if self.store is None:
+            self._early.append((name, state, message, str(log) if log else None))
+        else:
+            self.store.set_component(name, state, message, str(log) if log else None)
         print(f"[entrypoint] {name}: {state}" + (f": {message}" if message else ""), flush=True)
+
+    def open_store(self) -> None:
+        """Open the state DB (loads SQLAlchemy) and record what was reported before."""
+        from downloader.state import Store
+
+        self.store = Store(self.settings.db_path)
+        for name, state, message, log in self._early:
+            self.store.set_component(name, state, message, log)
+        self._early.clear()
 
     def _on_child(self, child: Child, message: str) -> None:
         state = {"running": "running", "backoff": "running", "done": "done", "failed": "failed"}.get(child.state)
@@ -260,6 +275,8 @@ class Entrypoint:
     # --- the ComfyUI gate -----------------------------------------------------------------------------
     def resolve_required(self) -> None:
         """Which models ComfyUI waits for: the required ones of the selected presets the manifests know."""
+        from downloader.manifest import ManifestError, load_catalog
+
         try:
             catalog = load_catalog(self.settings.manifest_dirs, self.settings.models_dir)
         except ManifestError as e:  # the downloader UI still comes up and shows the same error
@@ -274,6 +291,10 @@ class Entrypoint:
 
     def missing(self) -> Missing:
         """Required models not yet verified in place."""
+        from downloader.files import file_size
+        from downloader.state import DownloadState
+
+        assert self.store is not None
         out = []
         for model_id, dest in self.required:
             row = self.store.get(model_id)
@@ -324,15 +345,20 @@ class Entrypoint:
     def run(self) -> int:
         with stop_on_signals(self.stop_event.set) as received:
             try:
+                # JupyterLab first: it needs nothing but the workspace folder, and takes seconds to come up.
+                self.cfg.workspace.mkdir(parents=True, exist_ok=True)
+                self.start_jupyter()
+                self.open_store()
                 self.report("workspace", "running", "preparing ComfyUI in the workspace")
                 message = persist_comfyui(self.cfg.image_dir, self.cfg.workspace)
                 extra = ensure_model_paths(self.cfg.workspace / "ComfyUI", self.settings.models_dir)
                 self.report("workspace", "done", message + (f"; {extra}" if extra else ""))
-                self.start_jupyter()
                 self.resolve_required()
                 self.start_downloader()
                 self.report("comfyui", "pending", "waiting for the required models")
                 if self.missing():
+                    from downloader.placeholder import Placeholder
+
                     self.placeholder = Placeholder(self.cfg.comfy_port, self.placeholder_status, self.cfg.downloader_port)
                     self.placeholder.start()
                 self.start_sage()
@@ -350,7 +376,8 @@ class Entrypoint:
                 if self.placeholder is not None:
                     self.placeholder.stop()
                 self.sup.stop_all(self.cfg.grace)
-                self.store.close()
+                if self.store is not None:
+                    self.store.close()
         return 128 + received[0] if received else 0
 
 

@@ -46,6 +46,12 @@ class Aria2Status:
     error_message: str | None
 
 
+def _size_bytes(text: str) -> int:
+    """'32M' -> 33554432 (aria2's units are powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1:].upper() in units else int(text)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -201,9 +207,15 @@ class Aria2Daemon:
             raise Aria2Error("aria2c is not started")
         return self.api
 
-    def add(self, url: str, directory: Path, out: str, headers: list[str]) -> str:
-        """Start (or resume, thanks to the control file next to `out`) a download; returns its gid."""
+    def add(self, url: str, directory: Path, out: str, headers: list[str], size: int | None = None) -> str:
+        """Start (or resume, thanks to the control file next to `out`) a download; returns its gid.
+
+        With the size known, a file smaller than connections x min-split-size gets smaller chunks, so a
+        250 MB VAE still uses every connection (never below 1 MiB)."""
         options: dict[str, object] = {"dir": str(directory), "out": out}
+        default = _size_bytes(self.settings.min_split_size)
+        if size and default and size < default * self.settings.connections:
+            options["min-split-size"] = str(max(1 << 20, size // self.settings.connections))
         if headers:
             options["header"] = headers  # over RPC only: never on a command line or in a URL
         try:

@@ -291,7 +291,7 @@ class Manager:
             self.store.transition(row.id, S.FAILED, str(err), level="error", error=str(err))
             return False
         dest.parent.mkdir(parents=True, exist_ok=True)
-        gid = self.daemon.add(res.url, dest.parent, part.name, res.headers)
+        gid = self.daemon.add(res.url, dest.parent, part.name, res.headers, size)
         job = Job(row.id, dest, part, "download", size, sha256, gid=gid)
         job.hasher = PrefixHasher(part)
         self.jobs[row.id] = job
@@ -364,7 +364,7 @@ class Manager:
             self.store.log(job.id, f"signed URL rejected ({message}): re-resolving and resuming", "warning")
             res = self.resolved.get(job.id)
             if res is not None:
-                job.gid = self.daemon.add(res.url, job.dest.parent, job.part.name, res.headers)
+                job.gid = self.daemon.add(res.url, job.dest.parent, job.part.name, res.headers, job.size)
                 return
         self._drop_job(job.id)
         retryable = code not in (ERR_NOT_FOUND, ERR_AUTH)

@@ -14,7 +14,7 @@ from downloader.state import Store
 from tests.conftest import run_cli, start_cli
 from tests.servers import FakeHub, FileServer
 
-TOKEN = "hf_FAKEtokenFORtestsONLYabcdefghijklmnop"
+TOKEN = "hf_FAKE-token-for-tests-only-abcdefghijklmnop"
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition", proc=None) -> None:

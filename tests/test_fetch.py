@@ -326,3 +326,14 @@ def test_resolving_works_from_a_thread_that_runs_an_event_loop(settings, cdn, ma
 
     [result] = asyncio.run(inside_a_loop())
     assert isinstance(result, Resolved) and result.size == blob.size
+
+
+def test_a_file_smaller_than_the_split_size_still_uses_several_connections(settings, cdn, make_blob):
+    blob = make_blob(8 << 20)
+    cdn.add_file("/small.bin", blob.path)
+    settings = settings.with_(min_split_size="32M", connections=4)  # the defaults' shape: 8 MiB << 4 x 32M
+    [row] = fetch([spec(cdn.url + "/small.bin", sha256=blob.sha256)], settings)
+    assert row.state == "done" and row.verified
+    cdn.wait_idle()
+    ranged = {r.range for r in cdn.requests if r.method == "GET" and r.range}
+    assert len(ranged) >= 2, f"one connection only: {ranged}"

@@ -16,7 +16,7 @@ from web import create_app
 from web.auth import AuthConfig, resolve_auth
 
 PASSWORD = "correct horse battery staple"
-TOKEN = "hf_SECRETtokenNEVERtoBEshownANYWHERE1234"
+TOKEN = "hf_SECRET-token-never-to-be-shown-anywhere-1234"
 
 
 @pytest.fixture

@@ -111,11 +111,13 @@ class Manager:
 
     def close(self) -> None:
         """Stop cleanly: aria2 writes its control files, interrupted rows go back to queued."""
+        active = any(job.kind == "download" and job.task is None for job in self.jobs.values())
         for job in list(self.jobs.values()):
             job.stop()
             self.store.transition(job.id, S.QUEUED, "interrupted: will resume on next start", speed=0)
         self.jobs.clear()
-        self.daemon.stop()
+        # Paused and finished downloads were already removed from aria2 (control files written then).
+        self.daemon.stop(graceful=active)
         self.lock.release()
 
     def __enter__(self) -> Manager:

@@ -203,3 +203,37 @@ def served(app: Any) -> Iterator[str]:
         server.close()
         server.task_dispatcher.shutdown()
         thread.join(5)
+
+
+@pytest.fixture
+def expected_failures() -> list[str]:
+    """URL parts of GETs a test makes fail on purpose."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, expected_failures: list[str]) -> Iterator[Any]:
+    """A fresh browser context (no cookies) at 1280 px, dark; fails the test on a JavaScript error or a failed GET
+    (unless a test lists it in `expected_failures`). POSTs answered 4xx are expected (a wrong password, a refused
+    download): Chromium logs them as console errors "Failed to load resource", so those lines are left out."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    pg.on(
+        "console",
+        lambda m: (
+            errors.append(f"console: {m.text}")
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    pg.on(
+        "response",
+        lambda r: errors.append(f"GET {r.url} -> {r.status}") if r.request.method == "GET" and r.status >= 400 else None,
+    )
+    yield pg
+    context.close()
+    errors = [e for e in errors if not any(part in e for part in expected_failures)]
+    assert errors == [], errors

@@ -81,37 +81,6 @@ def web(settings: Settings, make_blob, manifest) -> Iterator[Web]:
             svc.stop()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh browser context (no cookies) at 1280 px, dark; fails the test on a JavaScript error or a failed GET.
-
-    (POSTs answered 4xx are expected here: a wrong password, a refused download. Chromium logs those as console
-    errors "Failed to load resource", so those lines are left out; the failed-GET check covers missing assets.)
-    """
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
-    pg = context.new_page()
-    pg.set_default_timeout(15_000)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    pg.on(
-        "console",
-        lambda m: (
-            errors.append(f"console: {m.text}")
-            if m.type == "error" and not m.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    pg.on(
-        "response",
-        lambda r: (
-            errors.append(f"GET {r.url} -> {r.status}") if r.request.method == "GET" and r.status >= 400 else None
-        ),
-    )
-    yield pg
-    context.close()
-    assert errors == [], errors
-
-
 def login(page: Any, web: Web, path: str = "/downloads") -> None:
     page.goto(web.url + path)
     expect(page).to_have_url(re.compile(r"/login\?next="))

@@ -416,6 +416,19 @@ def section_throughput(e: Env) -> dict[str, list[dict[str, Any]]]:
 
 
 # --- section 2: kill -9 at 50% ----------------------------------------------------------------------------
+def kill_at_half(e: Env, proc: subprocess.Popen[Any], before_kill: Any = None) -> tuple[float, int]:
+    """Let `proc` download until the CDN sent half the file, (run `before_kill`), kill -9 its process group;
+    returns the transfer rate at the kill and the bytes the CDN had sent."""
+    try:
+        run_rate = wait_half(e, proc)
+        if before_kill is not None:
+            before_kill()
+    finally:
+        kill_group(proc)
+    e.cdn.wait_idle(30)
+    return run_rate, e.cdn.bytes_sent(e.cdn_path)
+
+
 def wait_half(e: Env, proc: subprocess.Popen[Any], timeout: float = 600) -> float:
     """Wait until the CDN has sent `--kill-at` of the file; returns the transfer rate seen so far (bytes/s,
     first byte to now): "one second of transfer" for this very run."""
@@ -472,18 +485,19 @@ def resume_ours(e: Env) -> dict[str, Any]:
     e.cdn.reset_stats()
     with open(ws / "cli-1.log", "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            run_rate = wait_half(e, proc)
-            owner = json.loads((ws / ".downloader" / "owner.lock").read_text())
+
+        killed: list[float] = []
+
+        def kill_aria2_first() -> None:
             # aria2c first: it has stop-with-process=<cli pid> and would save its control file on the way out
             # if the CLI died first; a pod being killed gives it no such chance.
+            owner = json.loads((ws / ".downloader" / "owner.lock").read_text())
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(owner["aria2_pid"]), signal.SIGKILL)
-            killed_at = time.time()
-        finally:
-            kill_group(proc)
-    e.cdn.wait_idle(30)
-    first = e.cdn.bytes_sent(e.cdn_path)
+            killed.append(time.time())
+
+        run_rate, first = kill_at_half(e, proc, kill_aria2_first)
+        killed_at = killed[0] if killed else time.time()
     part = ws / "models" / (DEST + ".part")
     control = Path(str(part) + ".aria2")
     on_disk: dict[str, Any] = {"part_exists": part.exists(), "control_exists": control.exists()}
@@ -547,12 +561,7 @@ def resume_hf(e: Env) -> dict[str, Any]:
         worker_cmd(params), env=worker_env(e.hub.url), cwd=REPO, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    try:
-        run_rate = wait_half(e, proc)
-    finally:
-        kill_group(proc)
-    e.cdn.wait_idle(30)
-    first = e.cdn.bytes_sent(e.cdn_path)
+    run_rate, first = kill_at_half(e, proc)
     t0 = time.perf_counter()
     out = run_worker_proc(e, params)
     second_s = time.perf_counter() - t0
@@ -575,12 +584,7 @@ def resume_wget(e: Env) -> dict[str, Any]:
     cmd = ["wget", "-q", "-c", "-O", str(out), e.resolve_url]
     e.cdn.reset_stats()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        run_rate = wait_half(e, proc)
-    finally:
-        kill_group(proc)
-    e.cdn.wait_idle(30)
-    first = e.cdn.bytes_sent(e.cdn_path)
+    run_rate, first = kill_at_half(e, proc)
     have = out.stat().st_size
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)

@@ -138,8 +138,8 @@ def main() -> None:
     from downloader.service import DownloadService
     from downloader.state import DownloadState
     from web import create_app
-    from web.downloads import SNAPSHOT_TTL, snapshot
     from web.auth import AuthConfig
+    from web.downloads import SNAPSHOT_TTL, snapshot
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-web-"))
     ws = tmp / "ws"

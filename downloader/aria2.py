@@ -52,7 +52,8 @@ def _size_bytes(text: str) -> int:
     return int(text[:-1]) * units[text[-1].upper()] if text[-1:].upper() in units else int(text)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -127,7 +128,7 @@ class Aria2Daemon:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         s.models_dir.mkdir(parents=True, exist_ok=True)
-        port, secret = _free_port(), secrets.token_hex(24)
+        port, secret = free_port(), secrets.token_hex(24)
         conf = s.state_dir / f"aria2.{os.getpid()}.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

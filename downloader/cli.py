@@ -285,7 +285,14 @@ def presets(ctx: click.Context, manifests: tuple[str, ...]) -> None:
 
     Example: downloader presets
     """
-    catalog = _catalog(_settings(ctx), manifests)
+    settings = _settings(ctx)
+    catalog = _catalog(settings, manifests)
+    if not catalog.presets:
+        where = ", ".join(manifests) or ", ".join(str(d) for d in settings.manifest_dirs)
+        raise click.ClickException(
+            f"no presets: no manifest defines one in {where} (set DOWNLOADER_MANIFESTS to the shipped manifests "
+            "folder, or add a manifest to $WORKSPACE/manifests)"
+        )
     for name, preset in catalog.presets.items():
         size = sum(catalog.models[m].size or 0 for m in preset.models)
         console.print(f"[bold]{name}[/] ({human_bytes(size)}): {preset.description or ''}")

@@ -43,6 +43,16 @@ def _env_size(env: dict[str, str], name: str, default: str) -> str:
     return raw
 
 
+def pod_port_url(host_header: str, port: int, scheme: str = "http") -> str:
+    """Another port of this pod as a browser reaches it: RunPod's proxy (RUNPOD_POD_ID set), else same host,
+    other port. `host_header` is the request's Host (with or without its port)."""
+    pod = os.environ.get("RUNPOD_POD_ID")
+    if pod:
+        return f"https://{pod}-{port}.proxy.runpod.net/"
+    host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+    return f"{scheme}://{host or 'localhost'}:{port}/"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration; paths are absolute."""

@@ -36,8 +36,8 @@ def run_plan(
     manager: Manager,
     on_tick: Callable[[list[Download]], None] | None = None,
 ) -> list[Download]:
-    """Submit a checked plan to a started Manager and work until every file is done, failed or paused."""
-    plan.check_disk()
+    """Submit a plan (whose disk check the caller made before starting the Manager) and work until every file
+    is done, failed or paused."""
     ids = manager.submit(plan)
     return manager.run(ids, on_tick=on_tick)
 

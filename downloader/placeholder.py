@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .config import pod_port_url
 from .errors import human_bytes
 
 Missing = list[dict[str, Any]]  # {id, state, size, bytes_done, error}
-
-
-def other_port_url(host_header: str, port: int) -> str:
-    """The URL of another port of this pod: RunPod's proxy when on RunPod, else same host, other port."""
-    pod = os.environ.get("RUNPOD_POD_ID")
-    if pod:
-        return f"https://{pod}-{port}.proxy.runpod.net/"
-    host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
-    return f"http://{host or 'localhost'}:{port}/"
 
 
 def render(missing: Missing, waiting_for: list[str], downloader_url: str) -> str:
@@ -66,7 +57,7 @@ class Placeholder:
                     body = json.dumps({"missing": missing, "waiting_for": waiting}).encode()
                     ctype = "application/json"
                 else:
-                    url = other_port_url(self.headers.get("Host", ""), placeholder.downloader_port)
+                    url = pod_port_url(self.headers.get("Host", ""), placeholder.downloader_port)
                     body = render(missing, waiting, url).encode()
                     ctype = "text/html; charset=utf-8"
                 self.send_response(503)  # not ComfyUI yet: health checks must not take this for it

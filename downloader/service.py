@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .errors import DownloaderError, ManifestError, SourceError, WorkspaceBusy
+from .errors import DownloaderError, ManifestError, WorkspaceBusy
 from .files import control_path, part_path
 from .manager import Manager
 from .manifest import Catalog, ModelSpec, confine, load_catalog
@@ -153,16 +154,15 @@ class DownloadService:
     # --- acting ---------------------------------------------------------------------------------------
     def start_preset(self, name: str) -> list[str]:
         """Queue every model of a preset (resolving them first; errors are per file); returns the ids."""
-        try:
-            specs = self.catalog.select([name])
-        except ManifestError as e:
-            raise NotFound(str(e)) from None
-        return self._submit(specs)
+        return self._start([name], ())
 
     def start_models(self, ids: Sequence[str]) -> list[str]:
         """Queue single manifest models."""
+        return self._start((), ids)
+
+    def _start(self, presets: Sequence[str], ids: Sequence[str]) -> list[str]:
         try:
-            specs = self.catalog.select((), ids)
+            specs = self.catalog.select(presets, ids)
         except ManifestError as e:
             raise NotFound(str(e)) from None
         return self._submit(specs)
@@ -170,10 +170,10 @@ class DownloadService:
     def add(self, spec: ModelSpec) -> str:
         """Queue an ad-hoc download (not in a manifest); refuses ids and dests that are taken."""
         confine(self.settings.models_dir, spec.dest)  # ValueError for a dest outside the models dir
-        if spec.id in self.catalog.models or self.store.get(spec.id) is not None:
-            existing = self.store.get(spec.id)
-            if existing is None or existing.source != spec.source or existing.dest != spec.dest:
-                raise Conflict(f"id {spec.id!r} is already used by another download")
+        existing = self.store.get(spec.id)
+        same = existing is not None and (existing.source, existing.dest) == (spec.source, spec.dest)
+        if (spec.id in self.catalog.models or existing is not None) and not same:
+            raise Conflict(f"id {spec.id!r} is already used by another download")
         for row in self.store.downloads():
             if row.dest == spec.dest and row.id != spec.id:
                 raise Conflict(f"dest {spec.dest!r} is already the destination of {row.id!r}")
@@ -184,10 +184,10 @@ class DownloadService:
         with self._submit_lock:  # two clicks on one preset must not plan it twice at once
             plan = build_plan(specs, self.settings, self.store)
             plan.check_disk()
-            errors = [i for i in plan.errors if i.error is not None and not i.error.retryable]
-            if len(specs) == 1 and errors:
+            refused = [i.error for i in plan.errors if i.error is not None and not i.error.retryable]
+            if len(specs) == 1 and refused:
                 # One file asked for and refused (404, pinned sha256 disagrees, ...): say so to the caller.
-                raise errors[0].error or SourceError("cannot resolve")
+                raise refused[0]
             return self.manager.submit(plan)
 
     def pause(self, download_id: str) -> None:
@@ -216,16 +216,11 @@ class DownloadService:
         return len(rows)
 
     def wait_settled(self, ids: Sequence[str], timeout: float) -> bool:
-        """Block until the given downloads are done or failed (tests, scripts)."""
-        deadline = threading.Event()
-        timer = threading.Timer(timeout, deadline.set)
-        timer.start()
-        try:
-            while not deadline.is_set():
-                rows = self.store.downloads(list(ids))
-                if rows and all(S(r.state) in TERMINAL_STATES for r in rows):
-                    return True
-                deadline.wait(0.1)
-            return False
-        finally:
-            timer.cancel()
+        """Block until the given downloads are done or failed (tests, scripts); False on time-out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.store.downloads(list(ids))
+            if rows and all(S(r.state) in TERMINAL_STATES for r in rows):
+                return True
+            time.sleep(0.1)
+        return False

@@ -63,8 +63,7 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
-@pytest.fixture
-def settings(workspace: Path) -> Settings:
+def test_settings(workspace: Path, **changes: Any) -> Settings:
     """Settings for a tmp workspace, tuned so retries and stalls happen in test time."""
     return Settings(
         workspace=workspace,
@@ -76,7 +75,15 @@ def settings(workspace: Path) -> Settings:
         retry_base_seconds=0.2,
         stall_seconds=5.0,
         poll_interval=0.1,
-    )
+    ).with_(**changes)
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@pytest.fixture
+def settings(workspace: Path) -> Settings:
+    return test_settings(workspace)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from downloader.aria2 import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"4090": REPO / "Dockerfile.4090", "5090": REPO / "Dockerfile.5090"}
@@ -615,10 +616,6 @@ def test_runtime_install_is_complete(image, tmp_path):
     assert "wan22-t2v-14b-fp8" in presets
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status(port: int, path: str) -> int:
@@ -645,7 +642,7 @@ def test_entrypoint_starts_the_way_the_image_starts_it(image, tmp_path):
     comfy.mkdir()
     # A stand-in for ComfyUI's main.py, started by the entrypoint's default COMFYUI_CMD.
     shutil.copy2(REPO / "tests" / "standins" / "service.py", comfy / "main.py")
-    ports = {"COMFYUI_PORT": _free_port(), "DOWNLOADER_PORT": _free_port(), "JUPYTER_PORT": _free_port()}
+    ports = {"COMFYUI_PORT": free_port(), "DOWNLOADER_PORT": free_port(), "JUPYTER_PORT": free_port()}
     env = _clean_env()
     env.update(image_env)
     env.update(

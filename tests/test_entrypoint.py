@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from downloader.aria2 import free_port
 from downloader.state import Store
 from tests.conftest import REPO
 from tests.servers import FileServer
@@ -22,10 +22,6 @@ from tests.servers import FileServer
 STANDIN = f"{sys.executable} {REPO / 'tests' / 'standins' / 'service.py'}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str = "/", headers: dict[str, str] | None = None) -> tuple[int, str]:

@@ -28,10 +28,11 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from downloader.aria2 import free_port
 from downloader.config import Settings
 from downloader.manifest import ModelSpec
 from downloader.service import DownloadService
-from tests.conftest import REPO, cli_env
+from tests.conftest import REPO, cli_env, test_settings
 from tests.servers import FileServer
 from web import create_app
 from web.auth import AuthConfig
@@ -87,17 +88,7 @@ def env(tmp_path_factory) -> Iterator[Env]:
         "loop2": "loop1",
     }.items():
         os.symlink(target, ws / name)
-    settings = Settings(
-        workspace=ws,
-        models_dir=ws / "ComfyUI" / "models",
-        state_dir=ws / ".downloader",
-        manifest_dirs=(),
-        connections=2,
-        min_split_size="1M",
-        retry_base_seconds=0.2,
-        stall_seconds=5.0,
-        poll_interval=0.1,
-    )
+    settings = test_settings(ws, connections=2)
     svc = DownloadService(settings)
     svc.start()
     app = create_app(
@@ -987,10 +978,6 @@ class Served:
     ws: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -1004,7 +991,7 @@ def served(tmp_path_factory) -> Iterator[Served]:
     ws = tmp_path_factory.mktemp("served") / "ws"
     (ws / "uploads").mkdir(parents=True)
     settings = Settings(workspace=ws, models_dir=ws / "ComfyUI" / "models", state_dir=ws / ".downloader", manifest_dirs=())
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "downloader", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=cli_env(settings, DOWNLOADER_PASSWORD=PASSWORD),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from downloader.aria2 import free_port
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
 from web import create_app
@@ -382,7 +383,7 @@ def test_serve_command_answers_and_stops_on_sigterm(settings):
 
     from tests.conftest import REPO, cli_env
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "downloader", "serve", "--port", str(port)],
                             env=cli_env(settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -404,9 +405,3 @@ def test_serve_command_answers_and_stops_on_sigterm(settings):
     assert "password (generated, kept in" in out and password in out
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -10,7 +10,7 @@ from flask import Flask, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from downloader import __version__
-from downloader.config import Settings
+from downloader.config import Settings, pod_port_url
 from downloader.errors import human_bytes
 from downloader.service import DownloadService
 
@@ -32,15 +32,6 @@ def service() -> DownloadService:
     return current_app.extensions["downloader"]  # type: ignore[no-any-return]
 
 
-def port_url(port: int) -> str:
-    """Another port of this pod, as the browser can reach it: RunPod's proxy, or same host, other port."""
-    pod = os.environ.get("RUNPOD_POD_ID")
-    if pod:
-        return f"https://{pod}-{port}.proxy.runpod.net/"
-    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-    return f"{request.scheme}://{host}:{port}/"
-
-
 def _nav() -> list[dict[str, Any]]:
     links = []
     for label, endpoint, port_spec in NAV:
@@ -49,7 +40,8 @@ def _nav() -> list[dict[str, Any]]:
                 links.append({"label": label, "endpoint": endpoint, "external": False})
         else:
             var, default = port_spec.split(":")  # type: ignore[union-attr]
-            links.append({"label": label, "url": port_url(int(os.environ.get(var) or default)), "external": True})
+            url = pod_port_url(request.host, int(os.environ.get(var) or default), request.scheme)
+            links.append({"label": label, "url": url, "external": True})
     return links
 
 

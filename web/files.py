@@ -23,7 +23,8 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
@@ -678,9 +679,7 @@ def api_upload_open() -> Any:
             up = uploads[upload_id] = Upload(upload_id, res.rel, res.path, temp, size)
         up.overwrite = overwrite
         keep = {u.temp for u in uploads.values()}
-    if not up.lock.acquire(blocking=False):
-        raise ApiError(409, f"upload {upload_id} is busy (another request is writing it)")
-    try:
+    with _holding(up):
         have = up.offset()
         if have > size:  # not the same file after all: start again
             os.truncate(temp, 0)
@@ -691,9 +690,26 @@ def api_upload_open() -> Any:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             os.close(fd)
         _sweep(folder, keep)
+    return jsonify(up.as_json()), (200 if have > 0 else 201)
+
+
+@contextmanager
+def _holding(up: Upload) -> Iterator[None]:
+    """One request at a time per upload (a retried chunk must not interleave with the one it retries)."""
+    if not up.lock.acquire(blocking=False):
+        raise ApiError(409, f"upload {up.id} is busy (another request is writing it)")
+    try:
+        yield
     finally:
         up.lock.release()
-    return jsonify(up.as_json()), (200 if have > 0 else 201)
+
+
+def _received(up: Upload) -> int:
+    """Bytes of the upload on disk; 410 if its temporary file is gone."""
+    have = up.offset()
+    if have < 0:
+        raise ApiError(410, f"the temporary file of {up.rel!r} is gone: start the upload again")
+    return have
 
 
 @bp.put("/api/files/upload/<upload_id>")
@@ -710,12 +726,8 @@ def api_upload_chunk(upload_id: str) -> Any:
         raise ApiError(411, "send the chunk with a Content-Length")
     if offset + length > up.size:
         raise ApiError(413, f"offset {offset} + {length} bytes goes past the declared size {up.size}")
-    if not up.lock.acquire(blocking=False):
-        raise ApiError(409, f"upload {upload_id} is busy (another request is writing it)")
-    try:
-        have = up.offset()
-        if have < 0:
-            raise ApiError(410, f"the temporary file of {up.rel!r} is gone: start the upload again")
+    with _holding(up):
+        have = _received(up)
         if offset > have:
             raise ApiError(409, f"offset {offset} is past the {have} bytes received so far", offset=have)
         fd = os.open(up.temp, os.O_WRONLY | os.O_NOFOLLOW)
@@ -727,8 +739,6 @@ def api_upload_chunk(upload_id: str) -> Any:
         done = offset + written
         if written < length:
             raise ApiError(400, f"the chunk was cut short ({written} of {length} bytes)", offset=done)
-    finally:
-        up.lock.release()
     return jsonify(id=up.id, offset=done, size=up.size, complete=done == up.size)
 
 
@@ -762,12 +772,8 @@ def api_upload_commit(upload_id: str) -> Any:
     body = request.get_json(silent=True) if request.is_json else None
     body = body if isinstance(body, dict) else {}
     overwrite = _flag(body, "overwrite") if "overwrite" in body else up.overwrite
-    if not up.lock.acquire(blocking=False):
-        raise ApiError(409, f"upload {upload_id} is busy (another request is writing it)")
-    try:
-        have = up.offset()
-        if have < 0:
-            raise ApiError(410, f"the temporary file of {up.rel!r} is gone: start the upload again")
+    with _holding(up):
+        have = _received(up)
         if have != up.size:
             raise ApiError(409, f"{up.rel!r} is incomplete: {have} of {up.size} bytes received", offset=have)
         res = confine(up.rel)  # again: the folders may have changed since the upload opened
@@ -791,8 +797,6 @@ def api_upload_commit(upload_id: str) -> Any:
         fsync_dir(up.target.parent)
         with _registry_lock:
             _uploads_unlocked().pop(upload_id, None)
-    finally:
-        up.lock.release()
     return jsonify(path=up.rel, size=up.size), 201
 
 

@@ -7,6 +7,8 @@ receives a `Settings`, so tests build one directly instead of patching the envir
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -112,3 +114,79 @@ class Settings:
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests, CLI flags)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+# --- the container's entrypoint (downloader.pod) ------------------------------------------------------
+DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
+DEFAULT_NODES = "https://github.com/ltdrdata/ComfyUI-Manager,https://github.com/Fannovel16/comfyui_controlnet_aux"
+DEFAULT_SAGE = (
+    f"{shlex.quote(sys.executable)} -c 'import sageattention' 2>/dev/null || "
+    f"{shlex.quote(sys.executable)} -m pip install --no-build-isolation git+https://github.com/thu-ml/SageAttention.git"
+)
+
+
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: use true or false")
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{name}={raw!r} is not a port number")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """The entrypoint's environment variables (see the README's table), parsed once."""
+
+    workspace: Path
+    image_dir: Path
+    comfy_port: int
+    comfy_cmd: str
+    comfy_args: str
+    jupyter_port: int
+    jupyter_password: str | None
+    enable_jupyter: bool
+    jupyter_cmd: str
+    downloader_port: int
+    presets: tuple[str, ...]
+    sage_mode: str
+    sage_cmd: str
+    custom_nodes: tuple[str, ...]
+    grace: float
+    max_restarts: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> PodSettings:
+        env = dict(os.environ if env is None else env)
+        sage = (env.get("INSTALL_SAGEATTENTION") or "background").strip().lower()
+        if sage not in ("background", "true", "false"):
+            raise ConfigError(f"INSTALL_SAGEATTENTION={sage!r}: use background, true or false")
+        presets = env.get("MODEL_PRESETS", DEFAULT_PRESETS)
+        comfy_port = _port(env, "COMFYUI_PORT", 8188)
+        return cls(
+            workspace=Path(env.get("WORKSPACE") or "/workspace").absolute(),
+            image_dir=Path(env.get("COMFYUI_IMAGE_DIR") or "/ComfyUI").absolute(),
+            comfy_port=comfy_port,
+            comfy_cmd=env.get("COMFYUI_CMD") or f"{shlex.quote(sys.executable)} main.py --listen 0.0.0.0 --port {comfy_port}",
+            comfy_args=env.get("COMFYUI_ARGS", ""),
+            jupyter_port=_port(env, "JUPYTER_PORT", 8888),
+            jupyter_password=env.get("JUPYTER_PASSWORD") or None,
+            enable_jupyter=_flag(env, "ENABLE_JUPYTER", True),
+            jupyter_cmd=env.get("JUPYTER_CMD") or f"{shlex.quote(sys.executable)} -m jupyterlab",
+            downloader_port=_port(env, "DOWNLOADER_PORT", 8765),
+            presets=tuple(p.strip() for p in presets.split(",") if p.strip() and p.strip().lower() != "none"),
+            sage_mode=sage,
+            sage_cmd=env.get("SAGEATTENTION_CMD") or DEFAULT_SAGE,
+            custom_nodes=tuple(u.strip() for u in env.get("CUSTOM_NODES", DEFAULT_NODES).split(",") if u.strip()),
+            grace=float(env.get("STOP_GRACE_SECONDS") or 10),
+            max_restarts=int(env.get("SERVICE_MAX_RESTARTS") or 5),
+        )

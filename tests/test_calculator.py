@@ -10,15 +10,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from downloader import calculator as calc
-from downloader.calculator import (
+from downloader.calculator import core as calc
+from downloader.calculator.core import (
     InputError,
     Inputs,
     calculate,
     calculate_params,
     parse_params,
 )
-from downloader.wan_models import GPUS, MODELS, RTX4090D_SPEED, files_for
+from downloader.calculator.models import GPUS, MODELS, RTX4090D_SPEED, files_for
 
 A14B = MODELS["wan2.2-t2v-a14b"]
 TI2V = MODELS["wan2.2-ti2v-5b"]

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from downloader.calculator import PARAMS
+from downloader.calculator.core import PARAMS
+from downloader.calculator.models import GPUS, MODELS
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
-from downloader.wan_models import GPUS, MODELS
 from web import create_app
 from web.auth import AuthConfig
 

@@ -485,7 +485,7 @@ def test_dockerignore_lets_through_everything_the_images_copy():
                 for source in ins.args[:-1]:
                     assert (REPO / source).exists(), f"{df.path.name}:{ins.line}: COPY {source}: no such file"
                     assert source in CONTEXT_SOURCES, f"{df.path.name}:{ins.line}: add {source} to CONTEXT_SOURCES"
-    for rel in ("pyproject.toml", "README.md", "entrypoint.py", "downloader/cli.py", "web/__init__.py",
+    for rel in ("pyproject.toml", "README.md", "entrypoint.py", "downloader/cli/__init__.py", "web/__init__.py",
                 "web/templates/base.html", "web/static/app.css", "manifests/wan22.yaml"):
         assert (REPO / rel).exists() and not excluded(rel), rel
 

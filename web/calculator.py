@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, render_template, request, url_for
 
-from downloader.calculator import (
+from downloader.calculator.core import (
     PARAMS,
     InputError,
     Inputs,
@@ -21,9 +21,9 @@ from downloader.calculator import (
     format_number,
     parse_params,
 )
+from downloader.calculator.models import GPUS, MODELS
 from downloader.errors import human_bytes
 from downloader.manifest import confine
-from downloader.wan_models import GPUS, MODELS
 
 from . import service
 

@@ -16,8 +16,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .errors import human_bytes
-from .state import Download
+from ..errors import human_bytes
+from ..state import Download
 
 
 def _eta(remaining: int, speed: float) -> str:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from rich.console import Console
 from waitress.server import create_server
 
-from .config import Settings
-from .errors import DownloaderError
-from .service import DownloadService
-from .signals import stop_on_signals
+from downloader.config import Settings
+from downloader.errors import DownloaderError
+from downloader.service import DownloadService
+from downloader.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ def _queue_presets(svc: DownloadService, presets: Sequence[str], console: Consol
 
 def run_service(settings: Settings, host: str, port: int, presets: Sequence[str], console: Console) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (128 + signal)."""
-    from web import create_app
-    from web.auth import resolve_auth
+    from . import create_app
+    from .auth import resolve_auth
 
     svc = DownloadService(settings)  # loads the manifests: a bad one stops us here, with its error
     for name in presets:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wan_models import (
+from .models import (
     ANCHORS,
     ATTENTION_TOKENS,
     COMFY_FIXED_S,

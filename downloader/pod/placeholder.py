@@ -9,8 +9,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .config import pod_port_url
-from .errors import human_bytes
+from ..config import pod_port_url
+from ..errors import human_bytes
 
 Missing = list[dict[str, Any]]  # {id, state, size, bytes_done, error}
 

@@ -16,21 +16,21 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .config import Settings
-from .errors import (
+from ..config import Settings
+from ..errors import (
     ConfigError,
     DownloaderError,
     ManifestError,
     WorkspaceBusy,
     human_bytes,
 )
-from .fetch import run_plan, start_manager
-from .manifest import Catalog, ModelSpec, load_catalog
-from .plan import Plan, build_plan
+from ..fetch import run_plan, start_manager
+from ..manifest import Catalog, ModelSpec, load_catalog
+from ..plan import Plan, build_plan
+from ..reverify import CheckResult, reverify
+from ..signals import stop_on_signals
+from ..state import Download, DownloadState, Store
 from .progress import FetchProgress
-from .reverify import CheckResult, reverify
-from .signals import stop_on_signals
-from .state import Download, DownloadState, Store
 
 DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
 console = Console(highlight=False, soft_wrap=True)
@@ -263,7 +263,7 @@ def serve(ctx: click.Context, host: str, port: int, presets: tuple[str, ...]) ->
 
     Example: downloader serve --preset wan22-t2v-14b-fp8
     """
-    from .serve import run_service
+    from web.serve import run_service
 
     settings = _settings(ctx)
     if not presets:

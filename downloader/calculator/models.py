@@ -2,7 +2,7 @@
 
 Every number here comes from `shared/reference/video-calculator.md` ("the reference") or
 `shared/reference/wan-models.md` (file sizes), except where a comment says "assumed": GPU speeds that no
-published Wan figure pins down. Pure data, no Flask; `downloader.calculator` holds the formulas.
+published Wan figure pins down. Pure data, no Flask; `downloader.calculator.core` holds the formulas.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 token count, and labelled estimates of VRAM and time. Pure Python, no Flask (the web page and API wrap it).
 
 Facts and formulas: `shared/reference/video-calculator.md` ("the reference"); the tables live in
-`downloader.wan_models`. Every estimate names the published anchor it scales from and how.
+`downloader.calculator.models`. Every estimate names the published anchor it scales from and how.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from .wan_estimates import TimeEstimate, VramEstimate, time_estimate, vram_estimate
-from .wan_models import (
+from .estimates import TimeEstimate, VramEstimate, time_estimate, vram_estimate
+from .models import (
     DEFAULT_GPU,
     DEFAULT_MODEL,
     GPUS,

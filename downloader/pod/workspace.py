@@ -1,0 +1,62 @@
+"""The pod's workspace: ComfyUI moved onto the persistent volume, model paths for ComfyUI, JupyterLab's token."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from ..comfy import MODEL_FOLDERS
+from ..config import JUPYTER_TOKEN_FILE, PodSettings
+
+
+def persist_comfyui(image_dir: Path, workspace: Path) -> str:
+    """First run: move the image's ComfyUI into the workspace; later runs: make the image path a link to it."""
+    target = workspace / "ComfyUI"
+    workspace.mkdir(parents=True, exist_ok=True)
+    if image_dir.is_symlink():
+        if image_dir.resolve() == target.resolve():
+            return f"{image_dir} -> {target} (already linked)"
+        image_dir.unlink()
+    if not target.exists():
+        if not image_dir.is_dir():
+            target.mkdir(parents=True)
+            return f"{image_dir} not found: created an empty {target}"
+        staging = workspace / ".ComfyUI.moving"
+        shutil.rmtree(staging, ignore_errors=True)  # a move cut short by a restart starts over
+        shutil.copytree(image_dir, staging, symlinks=True)
+        os.replace(staging, target)
+        shutil.rmtree(image_dir)
+        image_dir.symlink_to(target)
+        return f"first run: moved {image_dir} to {target}"
+    if image_dir.is_dir():
+        shutil.rmtree(image_dir)  # the image's pristine copy; the workspace's copy has the user's nodes
+    image_dir.symlink_to(target)
+    return f"linked {image_dir} -> {target} (custom nodes and models of earlier pods kept)"
+
+
+def ensure_model_paths(comfy_dir: Path, models_dir: Path) -> str | None:
+    """Make ComfyUI see MODELS_DIR when it is not ComfyUI's own models folder (extra_model_paths.yaml)."""
+    if models_dir.resolve() == (comfy_dir / "models").resolve():
+        return None
+    lines = ["# Written by the entrypoint: ComfyUI also loads the models the downloader places here.",
+             "downloader:", f"  base_path: {models_dir}"]
+    lines += [f"  {folder}: {folder}/" for folder in MODEL_FOLDERS]
+    (comfy_dir / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n")
+    return f"ComfyUI reads models from {models_dir} too (extra_model_paths.yaml)"
+
+
+def jupyter_token(cfg: PodSettings, state_dir: Path) -> tuple[str, bool]:
+    """JUPYTER_PASSWORD, or a token generated once and kept in the state folder (0600)."""
+    if cfg.jupyter_password:
+        return cfg.jupyter_password, False
+    path = state_dir / JUPYTER_TOKEN_FILE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return path.read_text().strip(), True
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token, True

@@ -37,7 +37,7 @@ def test_the_engine_contract_names_every_engine_module() -> None:
 
 
 def test_no_module_is_longer_than_a_reader_can_hold() -> None:
-    sources = [*(REPO / "downloader").rglob("*.py"), *(REPO / "web").rglob("*.py"), *(REPO / "web" / "static").glob("*.js"),
-               REPO / "entrypoint.py"]
+    scripts = [p for p in (REPO / "web" / "static").rglob("*.js") if "vendor" not in p.parts]
+    sources = [*(REPO / "downloader").rglob("*.py"), *(REPO / "web").rglob("*.py"), *scripts, REPO / "entrypoint.py"]
     long = {str(p.relative_to(REPO)): n for p in sources if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"split these modules (over {MAX_LINES} lines): {long}"

@@ -45,6 +45,14 @@ def _env_size(env: dict[str, str], name: str, default: str) -> str:
     return raw
 
 
+DEFAULT_PRESETS = "wan22-t2v-14b-fp8"  # what `fetch` and the entrypoint take when MODEL_PRESETS is unset
+
+
+def parse_presets(raw: str) -> tuple[str, ...]:
+    """MODEL_PRESETS: comma-separated preset names; `none` (any case) or nothing means no preset."""
+    return tuple(p.strip() for p in raw.split(",") if p.strip() and p.strip().lower() != "none")
+
+
 def pod_port_url(host_header: str, port: int, scheme: str = "http") -> str:
     """Another port of this pod as a browser reaches it: RunPod's proxy (RUNPOD_POD_ID set), else same host,
     other port. `host_header` is the request's Host (with or without its port)."""
@@ -78,6 +86,7 @@ class Settings:
     aria2_start_timeout: float = 10.0
     poll_interval: float = 0.2  # how often the loop asks aria2; a finished hash wakes it at once
     max_download_limit: str = "0"  # aria2 --max-overall-download-limit (0 = unlimited)
+    model_presets: tuple[str, ...] | None = None  # MODEL_PRESETS parsed; None when unset (each user picks its default)
 
     @property
     def db_path(self) -> Path:
@@ -109,6 +118,7 @@ class Settings:
             max_download_limit=_env_size(env, "ARIA2_MAX_DOWNLOAD_LIMIT", "0"),
             aria2_max_tries=_env_number(env, "ARIA2_MAX_TRIES", 5, 1, 100, int),
             aria2_retry_wait=_env_number(env, "ARIA2_RETRY_WAIT", 2, 0, 600, int),
+            model_presets=parse_presets(env["MODEL_PRESETS"]) if "MODEL_PRESETS" in env else None,
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -117,7 +127,6 @@ class Settings:
 
 
 # --- the container's entrypoint (downloader.pod) ------------------------------------------------------
-DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
 DEFAULT_NODES = "https://github.com/ltdrdata/ComfyUI-Manager,https://github.com/Fannovel16/comfyui_controlnet_aux"
 DEFAULT_SAGE = (
     f"{shlex.quote(sys.executable)} -c 'import sageattention' 2>/dev/null || "

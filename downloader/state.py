@@ -57,6 +57,31 @@ TRANSITIONS: dict[DownloadState, frozenset[DownloadState]] = {
 ACTIVE_STATES = frozenset({S.DOWNLOADING, S.VERIFYING})
 TERMINAL_STATES = frozenset({S.DONE, S.FAILED})
 
+# What people read for each state (pages, CLI), in the order the pages count them.
+STATE_LABELS: dict[DownloadState, str] = {
+    S.DOWNLOADING: "downloading",
+    S.VERIFYING: "verifying",
+    S.QUEUED: "queued",
+    S.PAUSED: "paused",
+    S.FAILED: "failed",
+    S.DONE: "done",
+}
+# A manifest model that was never queued: shown by the UI so a person can start it, never stored in the DB.
+AVAILABLE = "available"
+# The buttons a download offers in each state (the downloads page, one file at a time).
+ACTIONS: dict[str, frozenset[str]] = {
+    "start": frozenset({AVAILABLE}),
+    "pause": frozenset({S.QUEUED.value, S.DOWNLOADING.value}),
+    "resume": frozenset({S.PAUSED.value}),
+    "retry": frozenset({S.FAILED.value}),
+    "cancel": frozenset({S.QUEUED.value, S.DOWNLOADING.value, S.VERIFYING.value, S.PAUSED.value, S.FAILED.value}),
+}
+
+
+def bytes_done(state: str, size: int | None, done: int) -> int:
+    """Bytes of a download that count as done: all of them once it is in place, else what is on disk so far."""
+    return (size or 0) if state == S.DONE.value else done
+
 
 class Base(DeclarativeBase):
     pass

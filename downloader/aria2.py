@@ -130,10 +130,24 @@ class Aria2Daemon:
         s.models_dir.mkdir(parents=True, exist_ok=True)
         port, secret = free_port(), secrets.token_hex(24)
         conf = s.state_dir / f"aria2.{os.getpid()}.conf"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.writelines(f"{k}={v}\n" for k, v in self._options(port, secret).items())
-        log = open(s.state_dir / "aria2.stdout.log", "ab")
+        # The file holds the RPC secret: it goes on every path out of here, a failed start included.
+        try:
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.writelines(f"{k}={v}\n" for k, v in self._options(port, secret).items())
+            self._spawn(exe, conf)
+            self.port = port
+            self.api = aria2p.API(aria2p.Client(host="http://127.0.0.1", port=port, secret=secret, timeout=10))
+            try:
+                self._wait_ready()
+            except Aria2Error:
+                self.stop()
+                raise
+        finally:
+            conf.unlink(missing_ok=True)
+
+    def _spawn(self, exe: str, conf: Path) -> None:
+        log = open(self.settings.state_dir / "aria2.stdout.log", "ab")
         try:
             self.proc = subprocess.Popen(
                 [exe, f"--conf-path={conf}"],
@@ -142,17 +156,10 @@ class Aria2Daemon:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # our Ctrl-C must not kill it before we save state
             )
+        except OSError as e:
+            raise Aria2Error(f"cannot start aria2c ({exe}): {e.strerror or e}") from None
         finally:
             log.close()
-        self.port = port
-        self.api = aria2p.API(aria2p.Client(host="http://127.0.0.1", port=port, secret=secret, timeout=10))
-        try:
-            self._wait_ready()
-        except Aria2Error:
-            self.stop()
-            raise
-        finally:
-            conf.unlink(missing_ok=True)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.aria2_start_timeout

@@ -1,7 +1,10 @@
 """Every environment variable the downloader reads, parsed once, in one place.
 
-`Settings.from_env()` is the only reader of `os.environ` for configuration; everything else
-receives a `Settings`, so tests build one directly instead of patching the environment.
+This is the only module that touches `os.environ` (tests/test_config.py enforces it): `Settings.from_env()`
+(engine, service, UI) and `PodSettings.from_env()` (the container's entrypoint) parse and validate every
+variable at start, so a bad value is one `ConfigError` naming the variable, never a traceback later;
+`child_env()` hands the environment on to child processes. Everything else receives a `Settings`, so tests
+build one directly instead of patching the environment.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from typing import TypeVar
 
 from .errors import ConfigError
 
-# The manifests shipped with the project live next to the package (repo layout / editable install).
 N = TypeVar("N", int, float)
 # Files in the state folder that hold secrets: never served by the file manager.
 UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE = "ui-password", "session-key", "jupyter-token"
 SECRET_STATE_FILES = frozenset({UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE})
+# The manifests shipped with the project live next to the package (repo layout / editable install).
 SHIPPED_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 
 
@@ -36,6 +39,13 @@ def _env_number(env: dict[str, str], name: str, default: N, lo: N, hi: N, kind: 
     return value
 
 
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{name}={raw!r} is not a port number (1..65535)")
+    return int(raw)
+
+
 def _env_size(env: dict[str, str], name: str, default: str) -> str:
     """An aria2 size such as 32M or 1G: checked here so a typo fails before aria2 starts."""
     raw = env.get(name, "").strip() or default
@@ -46,6 +56,7 @@ def _env_size(env: dict[str, str], name: str, default: str) -> str:
 
 
 DEFAULT_PRESETS = "wan22-t2v-14b-fp8"  # what `fetch` and the entrypoint take when MODEL_PRESETS is unset
+COMFYUI_PORT, JUPYTER_PORT, DOWNLOADER_PORT = 8188, 8888, 8765  # the documented default ports
 
 
 def parse_presets(raw: str) -> tuple[str, ...]:
@@ -53,12 +64,11 @@ def parse_presets(raw: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip() and p.strip().lower() != "none")
 
 
-def pod_port_url(host_header: str, port: int, scheme: str = "http") -> str:
-    """Another port of this pod as a browser reaches it: RunPod's proxy (RUNPOD_POD_ID set), else same host,
-    other port. `host_header` is the request's Host (with or without its port)."""
-    pod = os.environ.get("RUNPOD_POD_ID")
-    if pod:
-        return f"https://{pod}-{port}.proxy.runpod.net/"
+def pod_port_url(host_header: str, port: int, scheme: str = "http", pod_id: str | None = None) -> str:
+    """Another port of this pod as a browser reaches it: RunPod's proxy when `pod_id` (RUNPOD_POD_ID) is set,
+    else same host, other port. `host_header` is the request's Host (with or without its port)."""
+    if pod_id:
+        return f"https://{pod_id}-{port}.proxy.runpod.net/"
     host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
     return f"{scheme}://{host or 'localhost'}:{port}/"
 
@@ -87,6 +97,14 @@ class Settings:
     poll_interval: float = 0.2  # how often the loop asks aria2; a finished hash wakes it at once
     max_download_limit: str = "0"  # aria2 --max-overall-download-limit (0 = unlimited)
     model_presets: tuple[str, ...] | None = None  # MODEL_PRESETS parsed; None when unset (each user picks its default)
+    # The web UI: its port, its login, and the links to the pod's other services.
+    downloader_port: int = DOWNLOADER_PORT
+    ui_auth: bool = True  # False only with DOWNLOADER_AUTH=none
+    ui_password: str | None = field(default=None, repr=False)  # DOWNLOADER_PASSWORD
+    jupyter_password: str | None = field(default=None, repr=False)  # the UI's password when DOWNLOADER_PASSWORD is unset
+    jupyter_port: int = JUPYTER_PORT
+    comfy_port: int = COMFYUI_PORT
+    runpod_pod_id: str | None = None  # set by RunPod: links to other ports go through its proxy
 
     @property
     def db_path(self) -> Path:
@@ -119,11 +137,29 @@ class Settings:
             aria2_max_tries=_env_number(env, "ARIA2_MAX_TRIES", 5, 1, 100, int),
             aria2_retry_wait=_env_number(env, "ARIA2_RETRY_WAIT", 2, 0, 600, int),
             model_presets=parse_presets(env["MODEL_PRESETS"]) if "MODEL_PRESETS" in env else None,
+            downloader_port=_port(env, "DOWNLOADER_PORT", DOWNLOADER_PORT),
+            # Only `none` turns the login off; any other value keeps it on (security stays default-on).
+            ui_auth=env.get("DOWNLOADER_AUTH", "").strip().lower() != "none",
+            ui_password=env.get("DOWNLOADER_PASSWORD") or None,
+            jupyter_password=env.get("JUPYTER_PASSWORD") or None,
+            jupyter_port=_port(env, "JUPYTER_PORT", JUPYTER_PORT),
+            comfy_port=_port(env, "COMFYUI_PORT", COMFYUI_PORT),
+            runpod_pod_id=env.get("RUNPOD_POD_ID") or None,
         )
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests, CLI flags)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment a child process (JupyterLab, ComfyUI, the service, git) starts with: ours plus `extra`.
+
+    Handing the environment on is not reading configuration; it lives here so that this module stays the
+    only one that touches `os.environ`."""
+    env = dict(os.environ)
+    env.update(extra)
+    return env
 
 
 # --- the container's entrypoint (downloader.pod) ------------------------------------------------------
@@ -143,13 +179,6 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r}: use true or false")
-
-
-def _port(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip() or str(default)
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise ConfigError(f"{name}={raw!r} is not a port number")
-    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -175,27 +204,27 @@ class PodSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> PodSettings:
+        """Read the entrypoint's variables (see the README), with defaults; a bad value raises ConfigError."""
         env = dict(os.environ if env is None else env)
         sage = (env.get("INSTALL_SAGEATTENTION") or "background").strip().lower()
         if sage not in ("background", "true", "false"):
             raise ConfigError(f"INSTALL_SAGEATTENTION={sage!r}: use background, true or false")
-        presets = env.get("MODEL_PRESETS", DEFAULT_PRESETS)
-        comfy_port = _port(env, "COMFYUI_PORT", 8188)
+        comfy_port = _port(env, "COMFYUI_PORT", COMFYUI_PORT)
         return cls(
             workspace=Path(env.get("WORKSPACE") or "/workspace").absolute(),
             image_dir=Path(env.get("COMFYUI_IMAGE_DIR") or "/ComfyUI").absolute(),
             comfy_port=comfy_port,
             comfy_cmd=env.get("COMFYUI_CMD") or f"{shlex.quote(sys.executable)} main.py --listen 0.0.0.0 --port {comfy_port}",
             comfy_args=env.get("COMFYUI_ARGS", ""),
-            jupyter_port=_port(env, "JUPYTER_PORT", 8888),
+            jupyter_port=_port(env, "JUPYTER_PORT", JUPYTER_PORT),
             jupyter_password=env.get("JUPYTER_PASSWORD") or None,
             enable_jupyter=_flag(env, "ENABLE_JUPYTER", True),
             jupyter_cmd=env.get("JUPYTER_CMD") or f"{shlex.quote(sys.executable)} -m jupyterlab",
-            downloader_port=_port(env, "DOWNLOADER_PORT", 8765),
-            presets=tuple(p.strip() for p in presets.split(",") if p.strip() and p.strip().lower() != "none"),
+            downloader_port=_port(env, "DOWNLOADER_PORT", DOWNLOADER_PORT),
+            presets=parse_presets(env.get("MODEL_PRESETS", DEFAULT_PRESETS)),
             sage_mode=sage,
             sage_cmd=env.get("SAGEATTENTION_CMD") or DEFAULT_SAGE,
             custom_nodes=tuple(u.strip() for u in env.get("CUSTOM_NODES", DEFAULT_NODES).split(",") if u.strip()),
-            grace=float(env.get("STOP_GRACE_SECONDS") or 10),
-            max_restarts=int(env.get("SERVICE_MAX_RESTARTS") or 5),
+            grace=_env_number(env, "STOP_GRACE_SECONDS", 10.0, 0.0, 86400.0, float),
+            max_restarts=_env_number(env, "SERVICE_MAX_RESTARTS", 5, 0, 1_000_000, int),
         )

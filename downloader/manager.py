@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -450,9 +450,3 @@ class Manager:
             speed=0,
         )
         self.resolved.pop(download_id, None)  # resolve afresh: the failure may be a stale URL
-
-
-def required_done(rows: Sequence[Download]) -> bool:
-    """Whether every required row is verified in place (what ComfyUI waits for)."""
-    return all(r.state == S.DONE.value for r in rows if r.required)
-

@@ -20,7 +20,8 @@ from .files import control_path, part_path
 from .manager import Manager
 from .manifest import Catalog, ModelSpec, confine, load_catalog
 from .plan import build_plan
-from .state import TERMINAL_STATES, Download, DownloadState, Store
+from .readiness import Missing, missing, preset_requirements
+from .state import TERMINAL_STATES, Download, DownloadState, Store, bytes_done
 
 log = logging.getLogger(__name__)
 S = DownloadState
@@ -49,6 +50,8 @@ class DownloadService:
         self.settings = settings
         self.store = Store(settings.db_path)
         self.catalog = catalog if catalog is not None else load_catalog(settings.manifest_dirs, settings.models_dir)
+        # What ComfyUI waits for besides the rows marked required; the catalog is fixed, so worked out once.
+        self.preset_required = preset_requirements(self.catalog, settings.model_presets or ())
         self.manager = Manager(settings, self.store)
         self.owner_note: str | None = None  # why we are not downloading (another owner), for the UI
         self.fatal: str | None = None  # the manager thread died with this error
@@ -118,23 +121,31 @@ class DownloadService:
         ]
 
     def summary(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Counts and bytes over every row (as from `store.rows()`): for totals and health checks."""
+        """Counts and bytes over every row (as from `store.rows()`), and whether ComfyUI is ready (the rule of
+        `readiness`): for totals and health checks."""
         rows = self.store.rows() if rows is None else rows
         counts = {s.value: 0 for s in S}
         for r in rows:
             counts[r["state"]] += 1
         total = sum(r["size"] or 0 for r in rows)
-        done = sum((r["size"] or 0) if r["state"] == S.DONE.value else r["bytes_done"] for r in rows)
+        done = sum(bytes_done(r["state"], r["size"], r["bytes_done"]) for r in rows)
         speed = sum(r["speed"] for r in rows if r["state"] == S.DOWNLOADING.value)
+        ready = not self.missing(rows)
         return {
             "counts": counts,
             "bytes_total": total,
             "bytes_done": done,
             "speed": speed,
-            "required_done": all(r["state"] == S.DONE.value for r in rows if r["required"]),
+            "comfyui_ready": ready,
+            "required_done": ready,  # the older name of comfyui_ready, kept for scripts that read it
             "manager": "running" if self.running else ("failed" if self.fatal else "waiting"),
             "note": self.fatal or self.owner_note,
         }
+
+    def missing(self, rows: list[dict[str, Any]] | None = None) -> Missing:
+        """What ComfyUI still waits for (see `readiness.missing`); empty when it is ready."""
+        rows = self.store.rows() if rows is None else rows
+        return missing(self.preset_required, rows, self.settings.models_dir)
 
     def in_progress(self) -> dict[Path, str]:
         """Files the downloader is writing or will resume (partials, control files, a file being verified),

@@ -4,27 +4,47 @@ frames and sizes, input parsing, and hypothesis properties (4n+1 always, suggest
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from downloader.calculator import core as calc
-from downloader.calculator.core import (
+from downloader.calculator import result
+from downloader.calculator import shapes as calc
+from downloader.calculator.estimates import time_estimate, vram_estimate
+from downloader.calculator.inputs import (
+    MAX_FPS,
+    MAX_FRAMES,
+    MAX_SECONDS,
+    MAX_SIDE,
+    MAX_STEPS,
     InputError,
     Inputs,
-    calculate,
-    calculate_params,
     parse_params,
 )
-from downloader.calculator.models import GPUS, MODELS, RTX4090D_SPEED, files_for
+from downloader.calculator.model_files import files_for
+from downloader.calculator.models import GPUS, MODELS, RTX4090D_SPEED
+from downloader.manifest import Catalog, ModelSpec, load_catalog
+from tests.conftest import REPO
 
 A14B = MODELS["wan2.2-t2v-a14b"]
 TI2V = MODELS["wan2.2-ti2v-5b"]
+# The shipped manifest: where the calculator finds the files' names and sizes.
+CATALOG = load_catalog([REPO / "manifests" / "wan22.yaml"], Path(tempfile.gettempdir()) / "models")
 
 
-def same(a: calc.Result, b: calc.Result) -> bool:
+def calculate(inp: Inputs) -> result.Result:
+    return result.calculate(inp, CATALOG)
+
+
+def calculate_params(params: dict[str, str]) -> result.Result:
+    return result.calculate_params(params, CATALOG)
+
+
+def same(a: result.Result, b: result.Result) -> bool:
     """Equal results, whatever was left to defaults in the inputs."""
     da, db = a.as_dict(), b.as_dict()
     da.pop("inputs"), db.pop("inputs")
@@ -176,11 +196,11 @@ def test_the_comfyui_4090d_runs_are_reproduced():
     gpu = dataclasses.replace(GPUS["rtx4090"], id="rtx4090d", speed=RTX4090D_SPEED)
     m = MODELS["wan2.2-i2v-a14b"]
     n = calc.tokens(81, 640, 640, m)
-    t = calc.time_estimate(m, gpu, "fp8", False, 20, 2, n, 640 * 640 * 81, 1)
+    t = time_estimate(m, gpu, "fp8", False, 20, 2, n, 640 * 640 * 81, 1)
     assert t.value == pytest.approx(513, abs=0.5) and t.first_run_s == pytest.approx(537.5, abs=1)
-    t = calc.time_estimate(m, gpu, "fp8", True, 4, 1, n, 640 * 640 * 81, 1)
+    t = time_estimate(m, gpu, "fp8", True, 4, 1, n, 640 * 640 * 81, 1)
     assert t.value == pytest.approx(71, abs=0.5)
-    v = calc.vram_estimate(m, gpu, "fp8", n)
+    v = vram_estimate(m, gpu, "fp8", n, CATALOG)
     assert v.value == pytest.approx(0.84 * 24, abs=0.05)
     assert "RTX 4090D" in t.anchor and "84% of 24 GB" in v.anchor and t.label == v.label == "estimate"
 
@@ -231,19 +251,46 @@ def test_estimates_say_what_they_assume():
 
 
 def test_files_map_to_the_shipped_manifest_or_are_named():
-    ids = [f.manifest_id for f in files_for("wan2.2-t2v-a14b", "fp8", False)]
+    ids = [f.manifest_id for f in files_for("wan2.2-t2v-a14b", "fp8", False, CATALOG)]
     assert ids == ["wan22-t2v-high-fp8", "wan22-t2v-low-fp8", "umt5-xxl-fp8", "wan21-vae"]
-    assert sum(f.size for f in files_for("wan2.2-t2v-a14b", "fp8", False)) == 35_577_569_479  # wan-models.md
-    with_lora = [f.manifest_id for f in files_for("wan2.2-i2v-a14b", "fp8", True)]
+    assert sum(f.size for f in files_for("wan2.2-t2v-a14b", "fp8", False, CATALOG)) == 35_577_569_479  # wan-models.md
+    with_lora = [f.manifest_id for f in files_for("wan2.2-i2v-a14b", "fp8", True, CATALOG)]
     assert with_lora[-2:] == ["wan22-i2v-lightx2v-4step-high", "wan22-i2v-lightx2v-4step-low"]
-    ti2v = files_for("wan2.2-ti2v-5b", "fp16", False)
+    ti2v = files_for("wan2.2-ti2v-5b", "fp16", False, CATALOG)
     assert [f.manifest_id for f in ti2v] == ["wan22-ti2v-5b-fp16", "umt5-xxl-fp8", "wan22-vae"]
-    fp16 = files_for("wan2.2-t2v-a14b", "fp16", False)
+    fp16 = files_for("wan2.2-t2v-a14b", "fp16", False, CATALOG)
     assert fp16[0].manifest_id is None and fp16[1].size == 28_577_095_592
     for model in ("wan2.2-s2v-14b", "wan2.2-animate-14b", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p"):
-        files = files_for(model, "fp8", False)
+        files = files_for(model, "fp8", False, CATALOG)
         assert files[0].manifest_id is None and "not in the shipped manifests" in (files[0].note or "")
         assert files[-1].manifest_id == "wan21-vae"
+
+
+def test_names_sizes_and_the_weights_come_from_the_loaded_manifests():
+    spec = CATALOG.models["wan22-t2v-low-fp8"]
+    moved = spec.model_copy(update={"dest": "diffusion_models/wan/low.safetensors", "size": 2 * spec.size})
+    catalog = dataclasses.replace(CATALOG, models={**CATALOG.models, spec.id: moved})
+    low = files_for("wan2.2-t2v-a14b", "fp8", False, catalog)[1]
+    assert (low.folder, low.filename, low.size) == ("diffusion_models/wan", "low.safetensors", 2 * spec.size)
+    # The VRAM estimate counts the DiT file's size, as the manifest gives it.
+    shipped, resized = calculate_params({}), result.calculate_params({}, catalog)
+    assert resized.vram.weights_gb == pytest.approx(2 * shipped.vram.weights_gb, abs=0.01)
+    assert f"{resized.vram.weights_gb:.1f} GB weights" in resized.vram.method
+
+    # A loaded manifest with a file of the published name claims it.
+    s2v = ModelSpec(id="my-s2v", source="https://example.com/s2v.safetensors",
+                    dest="diffusion_models/wan2.2_s2v_14B_fp8_scaled.safetensors", size=123)
+    claimed = files_for("wan2.2-s2v-14b", "fp8", False, dataclasses.replace(CATALOG, models={"my-s2v": s2v}))[0]
+    assert (claimed.manifest_id, claimed.size) == ("my-s2v", 123)
+
+
+def test_without_the_shipped_manifest_files_say_so_and_the_estimates_stand():
+    files = files_for("wan2.2-t2v-a14b", "fp8", False, Catalog())
+    assert all(f.manifest_id is None and "not in the loaded manifests" in (f.note or "") for f in files)
+    assert "manifest id wan22-t2v-high-fp8" in (files[0].note or "")
+    r = result.calculate_params({}, Catalog())
+    assert r.vram.weights_gb == pytest.approx(14e9 / 2**30, abs=0.01)  # 14B parameters at 1 byte (fp8)
+    assert r.vram.value == pytest.approx(calculate_params({}).vram.value, rel=0.05)
 
 
 # --- parsing -------------------------------------------------------------------------------------------------
@@ -309,8 +356,8 @@ def test_malformed_input_names_the_parameter(params, param, words):
 
 # --- properties ----------------------------------------------------------------------------------------------
 
-seconds_st = st.floats(min_value=0.001, max_value=calc.MAX_SECONDS, allow_nan=False)
-fps_st = st.floats(min_value=1, max_value=calc.MAX_FPS, allow_nan=False)
+seconds_st = st.floats(min_value=0.001, max_value=MAX_SECONDS, allow_nan=False)
+fps_st = st.floats(min_value=1, max_value=MAX_FPS, allow_nan=False)
 
 
 @given(seconds_st, fps_st)
@@ -326,7 +373,7 @@ def test_more_seconds_never_gives_fewer_frames(a, b, fps):
     assert calc.frames_from_seconds(lo, fps) <= calc.frames_from_seconds(hi, fps)
 
 
-@given(st.integers(min_value=1, max_value=calc.MAX_FRAMES))
+@given(st.integers(min_value=1, max_value=MAX_FRAMES))
 def test_comfyui_frames_are_4n_plus_1_and_never_more_than_asked(f):
     made = calc.comfyui_frames(f)
     assert (made - 1) % 4 == 0 and made <= f and f - made < 4
@@ -334,33 +381,33 @@ def test_comfyui_frames_are_4n_plus_1_and_never_more_than_asked(f):
     assert all((n - 1) % 4 == 0 and n >= 1 for n in near) and near == sorted(near)
 
 
-@given(st.integers(1, calc.MAX_SIDE), st.integers(1, calc.MAX_SIDE), st.sampled_from([16, 32]))
+@given(st.integers(1, MAX_SIDE), st.integers(1, MAX_SIDE), st.sampled_from([16, 32]))
 def test_every_suggested_size_is_valid(w, h, k):
     sizes = calc.suggest_sizes(w, h, k)
     assert sizes, "always at least one suggestion"
     for sw, sh in sizes:
-        assert calc.size_is_valid(sw, sh, k) and sw <= calc.MAX_SIDE and sh <= calc.MAX_SIDE
+        assert calc.size_is_valid(sw, sh, k) and sw <= MAX_SIDE and sh <= MAX_SIDE
     assert calc.size_is_valid(calc.nearest_multiple(w, k), calc.nearest_multiple(h, k), k)
 
 
 inputs_st = st.builds(
     Inputs,
     model=st.sampled_from(sorted(MODELS)),
-    width=st.integers(1, calc.MAX_SIDE) | st.sampled_from([832, 480, 1280, 720, 704, 850]),
-    height=st.integers(1, calc.MAX_SIDE) | st.sampled_from([832, 480, 1280, 720, 704, 478]),
+    width=st.integers(1, MAX_SIDE) | st.sampled_from([832, 480, 1280, 720, 704, 850]),
+    height=st.integers(1, MAX_SIDE) | st.sampled_from([832, 480, 1280, 720, 704, 478]),
     seconds=st.none() | seconds_st,
     frames=st.none(),
     fps=st.none() | fps_st,
     gpu=st.sampled_from(sorted(GPUS)),
     precision=st.none() | st.sampled_from(["fp8", "fp16"]),
-    steps=st.none() | st.integers(1, calc.MAX_STEPS),
+    steps=st.none() | st.integers(1, MAX_STEPS),
     lora=st.booleans(),
     audio=st.none() | seconds_st,
 )
 
 
 @settings(max_examples=150, deadline=None)
-@given(inputs_st, st.none() | st.integers(1, calc.MAX_FRAMES))
+@given(inputs_st, st.none() | st.integers(1, MAX_FRAMES))
 def test_any_well_formed_input_gives_a_sound_result(inp, frames):
     if frames is not None:
         inp = dataclasses.replace(inp, frames=frames, seconds=None)

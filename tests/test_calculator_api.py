@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from downloader.calculator.core import PARAMS
+from downloader.calculator.inputs import PARAMS
 from downloader.calculator.models import GPUS, MODELS
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
@@ -193,6 +193,7 @@ def test_no_input_gives_a_500(client, params):
         assert (body["frames"] - 1) % 4 == 0
     page = client.get("/video-calculator", query_string=params, headers=AUTH)
     assert page.status_code in (200, 400)
+    assert client.get("/video-calculator/results", query_string=params, headers=AUTH).status_code == 200
 
 
 # --- files this choice needs -------------------------------------------------------------------------------------
@@ -276,3 +277,26 @@ def test_page_with_malformed_input_is_400_with_the_message_and_the_form(client):
     assert "width: must be a whole number" in text and 'id="calc-form"' in text
     assert 'value="abc"' in text  # shown as typed, to correct
     assert '<option value="wan2.2-ti2v-5b" selected>' in text  # the rest of the query still applies
+
+
+def test_results_fragment_for_live_updates(client):
+    """What htmx swaps in as the inputs change: the results, the form's size chips, and the address bar's query."""
+    login(client)
+    res = client.get("/video-calculator/results?model=wan2.2-ti2v-5b&width=1280&height=704&by=seconds&seconds=5"
+                     "&frames=81&fps=&steps=&gpu=rtx4090&precision=fp16")
+    assert res.status_code == 200
+    text = res.get_data(as_text=True)
+    assert 'data-testid="frames">121<' in text and 'data-testid="tokens">27,280<' in text
+    assert '<html' not in text and 'id="calc-form"' not in text  # a fragment, not the page
+    assert re.search(r'id="size-presets"[^>]*hx-swap-oob="true"', text) and "704×1280" in text
+    assert 'data-frames="121"' in text  # the frames box follows the seconds
+    assert res.headers["HX-Replace-Url"] == ("/video-calculator?model=wan2.2-ti2v-5b&width=1280&height=704&seconds=5"
+                                             "&gpu=rtx4090&precision=fp16")
+
+    # Malformed: only the message is replaced (the last results stay), the address bar shows what was typed.
+    res = client.get("/video-calculator/results?model=wan2.2-t2v-a14b&width=abc&height=480&by=frames&seconds=5"
+                     "&frames=80&fps=&gpu=rtx4090")
+    assert res.status_code == 200 and res.headers["HX-Retarget"] == "#calc-error"
+    text = res.get_data(as_text=True)
+    assert "width: must be a whole number" in text and 'data-testid="frames"' not in text
+    assert res.headers["HX-Replace-Url"] == "/video-calculator?model=wan2.2-t2v-a14b&width=abc&height=480&frames=80&gpu=rtx4090"

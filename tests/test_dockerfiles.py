@@ -596,20 +596,23 @@ def image(tmp_path_factory) -> Image:
     return img
 
 
+def _files(folder: Path) -> list[str]:
+    """Every file below `folder`, as paths relative to it."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
 def test_runtime_install_is_complete(image, tmp_path):
     env = _clean_env(PATH=f"{image.bin}:{os.environ['PATH']}")
     help_text = _run(["downloader", "--help"], env=env, cwd=tmp_path).stdout
     assert "Usage: downloader" in help_text
-    code = ("import downloader, web, importlib.resources as r, json; t = r.files('web');"
-            "print(json.dumps({'downloader': downloader.__file__, 'web': web.__file__,"
-            "'templates': sorted(p.name for p in (t / 'templates').iterdir()),"
-            "'static': sorted(p.name for p in (t / 'static').iterdir())}))")
+    code = ("import downloader, web, json; print(json.dumps({'downloader': downloader.__file__, 'web': web.__file__}))")
     found = json.loads(_run([str(image.bin / "python"), "-c", code], env=env, cwd=tmp_path).stdout)
     for module in ("downloader", "web"):
         assert found[module].startswith(str(image.venv)), f"{module} imported from {found[module]}, not the venv"
-    web = image.context / "web"
-    assert found["templates"] == sorted(p.name for p in (web / "templates").glob("*.html"))
-    assert found["static"] == sorted(p.name for p in (web / "static").iterdir() if p.is_file())
+    installed, web = Path(found["web"]).parent, image.context / "web"
+    for folder in ("templates", "static"):
+        found[folder] = _files(installed / folder)
+        assert found[folder] == _files(web / folder), f"every file of web/{folder}, subfolders too, is in the wheel"
     assert "base.html" in found["templates"] and "app.css" in found["static"]
     presets = _run(["downloader", "presets"], env={**env, "DOWNLOADER_MANIFESTS": str(image.app / "manifests")},
                    cwd=tmp_path).stdout

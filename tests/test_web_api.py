@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from downloader.aria2 import free_port
+from downloader.config import Settings
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
 from web import create_app
@@ -177,14 +178,18 @@ def test_login_attempts_are_rate_limited(client):
 
 def test_password_sources_in_order_and_generated_one_is_stable(tmp_path):
     state = tmp_path / "state"
-    assert resolve_auth(state, {"DOWNLOADER_PASSWORD": "a", "JUPYTER_PASSWORD": "b"}) == AuthConfig(
+
+    def resolve_auth_env(env):  # the password as the service resolves it from this environment
+        return resolve_auth(Settings.from_env({"DOWNLOADER_STATE": str(state), **env}))
+
+    assert resolve_auth_env({"DOWNLOADER_PASSWORD": "a", "JUPYTER_PASSWORD": "b"}) == AuthConfig(
         "a", "DOWNLOADER_PASSWORD")
-    assert resolve_auth(state, {"JUPYTER_PASSWORD": "b"}).password == "b"
-    first = resolve_auth(state, {})
+    assert resolve_auth_env({"JUPYTER_PASSWORD": "b"}).password == "b"
+    first = resolve_auth_env({})
     assert first.source == "generated" and len(first.password) >= 12
-    assert resolve_auth(state, {}).password == first.password, "stable across restarts"
+    assert resolve_auth_env({}).password == first.password, "stable across restarts"
     assert (state / "ui-password").stat().st_mode & 0o777 == 0o600
-    assert resolve_auth(state, {"DOWNLOADER_AUTH": "none", "DOWNLOADER_PASSWORD": "a"}).password is None
+    assert resolve_auth_env({"DOWNLOADER_AUTH": "none", "DOWNLOADER_PASSWORD": "a"}).password is None
 
 
 def test_auth_none_opens_everything(svc):

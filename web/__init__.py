@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
@@ -16,14 +15,15 @@ from downloader.service import DownloadService
 
 from . import auth
 
-# Navigation: (label, endpoint or None, external port or None); pages of later features appear once registered.
+# Navigation: (label, endpoint or None, the Settings field holding the external port or None); pages of later
+# features appear once registered.
 NAV = (
     ("Downloads", "downloads.page", None),
     ("Files", "files.page", None),
     ("Video calculator", "calculator.page", None),
     ("Installation status", "status.page", None),
-    ("JupyterLab", None, "JUPYTER_PORT:8888"),
-    ("ComfyUI", None, "COMFYUI_PORT:8188"),
+    ("JupyterLab", None, "jupyter_port"),
+    ("ComfyUI", None, "comfy_port"),
 )
 
 
@@ -32,15 +32,16 @@ def service() -> DownloadService:
     return current_app.extensions["downloader"]  # type: ignore[no-any-return]
 
 
-def _nav() -> list[dict[str, Any]]:
+def _nav(settings: Settings) -> list[dict[str, Any]]:
+    """The navigation links; the other services' ports come from the app's settings, parsed at start."""
     links = []
-    for label, endpoint, port_spec in NAV:
+    for label, endpoint, port_field in NAV:
         if endpoint is not None:
             if endpoint in current_app.view_functions:
                 links.append({"label": label, "endpoint": endpoint, "external": False})
         else:
-            var, default = port_spec.split(":")  # type: ignore[union-attr]
-            url = pod_port_url(request.host, int(os.environ.get(var) or default), request.scheme)
+            port: int = getattr(settings, port_field)  # type: ignore[arg-type]
+            url = pod_port_url(request.host, port, request.scheme, settings.runpod_pod_id)
             links.append({"label": label, "url": url, "external": True})
     return links
 
@@ -67,12 +68,12 @@ def create_app(
     )
     if test_config:
         app.config.update(test_config)
-    auth.init_app(app, auth_config or auth.resolve_auth(settings.state_dir))
+    auth.init_app(app, auth_config or auth.resolve_auth(settings))
 
     from . import calculator, downloads, files, status
 
     for blueprint in (downloads.bp, files.bp, calculator.bp, status.bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters["bytes"] = lambda n: human_bytes(n) if n else "?"
-    app.context_processor(lambda: {"nav": _nav(), "auth_on": app.config["AUTH"].password is not None})
+    app.context_processor(lambda: {"nav": _nav(settings), "auth_on": app.config["AUTH"].password is not None})
     return app

@@ -33,7 +33,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from downloader.config import SESSION_KEY_FILE, UI_PASSWORD_FILE
+from downloader.config import SESSION_KEY_FILE, UI_PASSWORD_FILE, Settings
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -62,15 +62,14 @@ def _read_or_create(path: Path, make: callable) -> str:  # type: ignore[valid-ty
         return value
 
 
-def resolve_auth(state_dir: Path, env: dict[str, str] | None = None) -> AuthConfig:
+def resolve_auth(settings: Settings) -> AuthConfig:
     """DOWNLOADER_PASSWORD, else JUPYTER_PASSWORD, else a generated one kept in the state folder."""
-    env = dict(os.environ if env is None else env)
-    if env.get("DOWNLOADER_AUTH", "").strip().lower() == "none":
+    if not settings.ui_auth:
         return AuthConfig(None, "none")
-    for name in ("DOWNLOADER_PASSWORD", "JUPYTER_PASSWORD"):
-        if env.get(name):
-            return AuthConfig(env[name], name)
-    path = state_dir / UI_PASSWORD_FILE
+    for name, password in (("DOWNLOADER_PASSWORD", settings.ui_password), ("JUPYTER_PASSWORD", settings.jupyter_password)):
+        if password:
+            return AuthConfig(password, name)
+    path = settings.state_dir / UI_PASSWORD_FILE
     return AuthConfig(_read_or_create(path, lambda: secrets.token_urlsafe(12)), "generated", path)
 
 

@@ -1,34 +1,44 @@
 """Video calculator: plan a WAN generation (frames, size, latent, files, VRAM and time estimates).
 
 `/video-calculator` is a plain GET form (the inputs are the query string, so the URL is shareable and the page
-works without JavaScript); calculator.js recomputes through `/api/video-calculator` as inputs change.
-The formulas are in `downloader.calculator` (no Flask); this module adds the files on disk and the page.
+works without JavaScript). With JavaScript, htmx swaps in the results fragment (`/video-calculator/results`,
+the same template) as the inputs change. `/api/video-calculator` answers JSON for scripts.
+The formulas are in `downloader.calculator` (no Flask); this module adds the catalog, the files on disk and the page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, jsonify, render_template, request, url_for
+from flask import (
+    Blueprint,
+    get_template_attribute,
+    jsonify,
+    render_template,
+    request,
+    url_for,
+)
 
-from downloader.calculator.core import (
+from downloader.calculator.inputs import (
     PARAMS,
     InputError,
     Inputs,
-    Result,
-    calculate,
     format_number,
     parse_params,
 )
 from downloader.calculator.models import GPUS, MODELS
+from downloader.calculator.result import Result, calculate
 from downloader.errors import human_bytes
 from downloader.manifest import confine
+from downloader.state import DownloadState
 
 from . import service
 
 bp = Blueprint("calculator", __name__)
-IN_PROGRESS = ("queued", "downloading", "verifying", "paused", "failed")
+IN_PROGRESS = frozenset(DownloadState) - {DownloadState.DONE}  # shown as the file's status while it lasts
 
 
 def human_time(seconds: float, short: bool = False) -> str:
@@ -52,24 +62,23 @@ def files_view(result: Result) -> dict[str, Any]:
     """The files this choice needs, matched to the loaded manifests, with what is on disk and what to fetch."""
     svc = service()
     catalog, models_dir = svc.catalog, svc.settings.models_dir
-    by_name = {spec.dest.rsplit("/", 1)[-1]: spec for spec in catalog.models.values()}
     rows: list[dict[str, Any]] = []
     for need in result.files:
-        spec = catalog.models.get(need.manifest_id or "") or by_name.get(need.filename)
+        spec = catalog.models.get(need.manifest_id or "")
         row: dict[str, Any] = {"role": need.role, "filename": need.filename, "optional": need.optional, "note": None}
         if spec is not None:
             stored = svc.store.get(spec.id)
             state = stored.state if stored is not None else None
             try:
-                on_disk = state == "done" or _on_disk(confine(models_dir, spec.dest), spec.size)
+                on_disk = state == DownloadState.DONE or _on_disk(confine(models_dir, spec.dest), spec.size)
             except ValueError:
                 on_disk = False
             status = "on disk" if on_disk else state if state in IN_PROGRESS else "missing"
             row.update(id=spec.id, dest=spec.dest, size=spec.size, in_manifest=True, status=status,
                        note=need.note, presets=catalog.presets_of(spec.id))
         else:
-            dest = f"{need.folder}/{need.filename}"
-            on_disk = _on_disk(models_dir / dest, need.size)
+            dest = f"{need.folder}/{need.filename}" if need.filename else ""
+            on_disk = bool(dest) and _on_disk(models_dir / dest, need.size)
             row.update(id=None, dest=dest, size=need.size, in_manifest=False, presets=[],
                        status="on disk" if on_disk else "not in the manifests", note=need.note)
         row["size_text"] = human_bytes(row["size"]) if row["size"] else "size unknown"
@@ -101,7 +110,7 @@ def files_view(result: Result) -> dict[str, Any]:
 
 
 def _texts(r: Result, files: dict[str, Any]) -> dict[str, str]:
-    """Display sentences, shared by the template and calculator.js (which only places them)."""
+    """Display sentences: the page's (and the API's `text`, for scripts)."""
     m, size = r.model, f"{r.effective_width}×{r.effective_height}"
     duration = f"{r.duration_s:.3f}".rstrip("0").rstrip(".") + " s"
     fps = f"{r.fps:g}"
@@ -184,6 +193,10 @@ def present(result: Result, inputs: Inputs) -> dict[str, Any]:
     return data
 
 
+def _present(inputs: Inputs) -> dict[str, Any]:
+    return present(calculate(inputs, service().catalog), inputs)
+
+
 @bp.get("/api/video-calculator")
 def api() -> Any:
     """JSON for scripts: 400 with {error, param} for malformed input; 200 with valid true/false otherwise."""
@@ -191,7 +204,7 @@ def api() -> Any:
         inputs = parse_params(request.args)
     except InputError as e:
         return jsonify(error=str(e), param=e.param), 400
-    return jsonify(present(calculate(inputs), inputs))
+    return jsonify(_present(inputs))
 
 
 def _lenient(args: dict[str, str]) -> tuple[Inputs, list[InputError]]:
@@ -208,13 +221,9 @@ def _lenient(args: dict[str, str]) -> tuple[Inputs, list[InputError]]:
             args.pop(bad)
 
 
-@bp.get("/video-calculator")
-def page() -> Any:
-    """The form and its results, rendered on the server for the query (400 with the message if malformed)."""
-    raw = {k: request.args.get(k, "") for k in request.args}
-    inputs, errors = _lenient(dict(raw))
-    data = present(calculate(inputs), inputs)
-    form = {
+def _form(inputs: Inputs, data: dict[str, Any]) -> dict[str, Any]:
+    """The form's fields for these inputs: what was given, else what the model's defaults work out to."""
+    return {
         "model": inputs.model,
         "width": str(data["width"]),
         "height": str(data["height"]),
@@ -228,19 +237,47 @@ def page() -> Any:
         "lora": inputs.lora,
         "audio": format_number(inputs.audio) if inputs.audio is not None else "",
     }
+
+
+@bp.get("/video-calculator")
+def page() -> Any:
+    """The form and its results, rendered on the server for the query (400 with the message if malformed)."""
+    raw = {k: request.args.get(k, "") for k in request.args}
+    inputs, errors = _lenient(dict(raw))
+    data = _present(inputs)
+    form = _form(inputs, data)
     if raw.get("by") in ("seconds", "frames"):
         form["by"] = raw["by"]
     for e in errors:  # show a malformed number as typed, so it can be corrected
         if e.param in ("width", "height", "seconds", "frames", "fps", "steps", "audio") and e.param in raw:
             form[e.param] = raw[e.param]
-    models = {
-        m.id: {"label": m.label, "family": m.family, "kind": m.kind, "fps": m.fps, "steps": m.steps,
-               "sizes": [list(s) for s in m.sizes], "default_precision": m.default_precision, "lora": m.lora,
-               "multiple": m.multiple, "default_frames": m.default_frames}
-        for m in MODELS.values()
-    }
+    # What calculator.js needs to set a model's defaults in the form before the results come back.
+    defaults = {m.id: {"kind": m.kind, "fps": m.fps, "steps": m.steps, "default_precision": m.default_precision}
+                for m in MODELS.values()}
     status = 400 if errors else 200
     return render_template(
         "calculator.html", data=data, form=form, errors=[str(e) for e in errors], models=MODELS, gpus=GPUS,
-        models_json=models,
+        models_json=defaults,
     ), status
+
+
+def _as_typed(args: Mapping[str, str]) -> str:
+    """A malformed query as the address bar shows it: the fields given, the length in seconds or frames (`by`)."""
+    skip = {"by", "seconds" if args.get("by") == "frames" else "frames"}
+    return urlencode([(k, v.strip()) for k, v in args.items() if k not in skip and v.strip()])
+
+
+@bp.get("/video-calculator/results")
+def results() -> Any:
+    """The results fragment htmx swaps in as the inputs change, the address bar following the canonical query.
+    Malformed input replaces only the message: the last results stay (calculator.js marks them stale)."""
+    page_url = url_for("calculator.page")
+    try:
+        inputs = parse_params(request.args)
+    except InputError as e:
+        error_box = get_template_attribute("calculator/parts.html", "error_box")
+        return error_box([str(e)]), {"HX-Retarget": "#calc-error", "HX-Reswap": "outerHTML",
+                                     "HX-Replace-Url": page_url + "?" + _as_typed(request.args)}
+    data = _present(inputs)
+    html = render_template("calculator/results.html", data=data, form=_form(inputs, data), oob=True)
+    return html, {"HX-Replace-Url": page_url + "?" + data["query"]}

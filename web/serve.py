@@ -38,7 +38,7 @@ def run_service(settings: Settings, host: str, port: int, presets: Sequence[str]
         if name not in svc.catalog.presets:
             known = ", ".join(sorted(svc.catalog.presets))
             raise DownloaderError(f"unknown preset {name!r} (known presets: {known})")
-    auth = resolve_auth(settings.state_dir)
+    auth = resolve_auth(settings)
     app = create_app(settings, svc, auth_config=auth)
     server = create_server(app, host=host, port=port, threads=8, ident="downloader")
     svc.start()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from downloader.manifest import Catalog
+
+from .model_files import file_size, weights_bytes
 from .models import (
     ANCHORS,
     ATTENTION_TOKENS,
@@ -16,14 +19,14 @@ from .models import (
     COMFY_LOAD_S,
     COMFY_PER_EVAL_S,
     COMFY_TOKENS,
-    GIB,
     PUBLISHED_FOR,
     RTX4090D_SPEED,
     Gpu,
     WanModel,
     step_cost,
-    weights_bytes,
 )
+
+GIB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -37,34 +40,40 @@ class CostModel:
     per_eval_s: float
     fixed_s: float
     load_s: float | None
-    weights_gb: float  # resident weights in the anchor run
+    weights_file: str | None  # manifest id of the file the anchor run kept on the GPU
+    weights_params: float  # bytes of those weights by parameter count, when no manifest has that file
     vram_gb: float
     time_how: str
-    vram_how: str
+    vram_how: str  # "{weights}" is the anchor's weights in GB
 
-    @property
-    def act_gb_per_token(self) -> float:
-        return (self.vram_gb - self.weights_gb) / self.tokens
+    def weights_gb(self, catalog: Catalog) -> float:
+        """The anchor run's resident weights: its file's size in the catalog, else by parameter count."""
+        size = file_size(catalog, self.weights_file) if self.weights_file else None
+        return (size or self.weights_params) / GIB
+
+    def act_gb_per_token(self, catalog: Catalog) -> float:
+        return (self.vram_gb - self.weights_gb(catalog)) / self.tokens
 
 
 COSTS: dict[str, CostModel] = {
     # Every 14B model scales from the ComfyUI runs: the calculator predicts ComfyUI runs.
     "14b": CostModel(
         "comfy-4090d-i2v", RTX4090D_SPEED, COMFY_TOKENS, 640 * 640 * 81, COMFY_PER_EVAL_S, COMFY_FIXED_S,
-        COMFY_LOAD_S, 14_294_742_832 / GIB, 0.84 * 24,
+        COMFY_LOAD_S, "wan22-i2v-low-fp8", 14e9, 0.84 * 24,
         "per-evaluation and fixed times solved from the two ComfyUI runs (513 s with 20 steps × CFG = 40 evaluations, "
         "71 s with the 4-step LoRAs = 4 evaluations)",
-        "84% of 24 GB in the ComfyUI run, minus the 13.3 GB fp8 expert, taken as activations per token",
+        "84% of 24 GB in the ComfyUI run, minus the {weights:.1f} GB fp8 expert, taken as activations per token",
     ),
     "5b": CostModel(
-        "4090-ti2v", 1.0, 31 * 22 * 40, 1280 * 704 * 121, 534.7 / 100, 0.0, None, 9_999_658_848 / GIB, 22.9,
+        "4090-ti2v", 1.0, 31 * 22 * 40, 1280 * 704 * 121, 534.7 / 100, 0.0, None, "wan22-ti2v-5b-fp16", 5e9 * 2,
+        22.9,
         "534.7 s over 50 steps × CFG = 100 evaluations (fixed costs included in them)",
-        "22.9 GB minus the 9.3 GB fp16 weights, taken as activations per token",
+        "22.9 GB minus the {weights:.1f} GB fp16 weights, taken as activations per token",
     ),
     "1.3b": CostModel(
-        "4090-t2v-1.3b", 1.0, 21 * 30 * 52, 832 * 480 * 81, 261.4 / 100, 0.0, None, 1.3e9 * 2 / GIB, 8.19,
+        "4090-t2v-1.3b", 1.0, 21 * 30 * 52, 832 * 480 * 81, 261.4 / 100, 0.0, None, None, 1.3e9 * 2, 8.19,
         "261.4 s over 50 steps × CFG = 100 evaluations (fixed costs included in them)",
-        "8.19 GB minus ≈2.4 GB of fp16 weights (1.3B parameters), taken as activations per token",
+        "8.19 GB minus ≈{weights:.1f} GB of fp16 weights (1.3B parameters), taken as activations per token",
     ),
 }
 
@@ -109,11 +118,13 @@ def _same_dit(m: WanModel) -> bool:
     return m.cost_class == "14b" and m.id != "wan2.2-i2v-a14b"
 
 
-def vram_estimate(m: WanModel, gpu: Gpu, precision: str, n_tokens: int) -> VramEstimate:
-    """Peak while sampling ≈ resident weights + activations ∝ tokens (one chunk's for S2V / Animate)."""
+def vram_estimate(m: WanModel, gpu: Gpu, precision: str, n_tokens: int, catalog: Catalog) -> VramEstimate:
+    """Peak while sampling ≈ resident weights + activations ∝ tokens (one chunk's for S2V / Animate); the weights'
+    sizes come from the files in the catalog."""
     c = COSTS[m.cost_class]
-    weights = weights_bytes(m, precision) / GIB
-    acts = c.act_gb_per_token * n_tokens
+    weights = weights_bytes(m, precision, catalog) / GIB
+    per_token = c.act_gb_per_token(catalog)
+    acts = per_token * n_tokens
     total = weights + acts
     offload = "none" if total <= gpu.vram_gb else ("needed" if acts < gpu.vram_gb else "insufficient")
     assumptions = [
@@ -129,8 +140,9 @@ def vram_estimate(m: WanModel, gpu: Gpu, precision: str, n_tokens: int) -> VramE
         assumptions.append(f"{m.label} is taken to use memory like one Wan 2.2 A14B expert (same 14B DiT size).")
     return VramEstimate(
         value=round(total, 2), unit="GB", anchor=ANCHORS[c.anchor].text,
-        method=f"{weights:.1f} GB weights + {acts:.1f} GB activations ({c.act_gb_per_token * 1e3:.3f} GB per 1,000 "
-               f"tokens × {n_tokens:,} tokens); activations per token: {c.vram_how}",
+        method=f"{weights:.1f} GB weights + {acts:.1f} GB activations ({per_token * 1e3:.3f} GB per 1,000 "
+               f"tokens × {n_tokens:,} tokens); activations per token: "
+               + c.vram_how.format(weights=c.weights_gb(catalog)),
         assumptions=assumptions, published=published(m), weights_gb=round(weights, 2), activations_gb=round(acts, 2),
         gpu_vram_gb=gpu.vram_gb, fits=offload == "none", offload=offload,
     )

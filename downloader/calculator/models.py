@@ -1,15 +1,13 @@
-"""The tables behind the video calculator: WAN models, GPUs, published anchors and the files each model needs.
+"""The tables behind the video calculator: WAN models, GPUs and the published anchors the estimates scale from.
 
-Every number here comes from `shared/reference/video-calculator.md` ("the reference") or
-`shared/reference/wan-models.md` (file sizes), except where a comment says "assumed": GPU speeds that no
-published Wan figure pins down. Pure data, no Flask; `downloader.calculator.core` holds the formulas.
+Every number here comes from `shared/reference/video-calculator.md` ("the reference"), except where a comment
+says "assumed": GPU speeds that no published Wan figure pins down. File names and sizes are not here:
+`model_files` takes them from the loaded manifests. Pure data, no Flask.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-GIB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -193,7 +191,6 @@ PUBLISHED_FOR: dict[str, tuple[str, ...]] = {
 }
 
 
-
 # --- derived constants (from the anchors above) --------------------------------------------------------------
 
 
@@ -272,100 +269,3 @@ GPUS: dict[str, Gpu] = {
     )
 }
 DEFAULT_GPU = "rtx4090"
-
-
-# --- files -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileNeed:
-    """A file a model needs in ComfyUI: in the shipped manifest (`manifest_id`) or only known by name."""
-
-    role: str
-    filename: str
-    folder: str  # ComfyUI models folder
-    manifest_id: str | None = None
-    size: int | None = None  # bytes, from wan-models.md when known
-    optional: bool = False
-    note: str | None = None
-
-
-UMT5 = FileNeed("text encoder (UMT5-XXL fp8)", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
-                "umt5-xxl-fp8", 6_735_906_897)
-VAE21 = FileNeed("VAE (Wan 2.1 VAE)", "wan_2.1_vae.safetensors", "vae", "wan21-vae", 253_815_318)
-VAE22 = FileNeed("VAE (Wan 2.2 VAE, 5B only)", "wan2.2_vae.safetensors", "vae", "wan22-vae", 1_409_400_960)
-CLIP_H = FileNeed("CLIP vision image encoder", "clip_vision_h.safetensors", "clip_vision")
-NAME_ONLY = "not in the shipped manifests (name as commonly published; size and sha256 unknown here)"
-
-
-def _experts(kind: str, precision: str) -> list[FileNeed]:
-    if precision == "fp8":
-        size = {"t2v": 14_293_923_632, "i2v": 14_294_742_832}[kind]
-        return [
-            FileNeed(f"{noise} noise expert ({kind.upper()} 14B fp8)",
-                     f"wan2.2_{kind}_{noise}_noise_14B_fp8_scaled.safetensors", "diffusion_models",
-                     f"wan22-{kind}-{noise}-fp8", size)
-            for noise in ("high", "low")
-        ]
-    low = {"t2v": 28_577_095_592, "i2v": 28_577_914_792}[kind]
-    return [
-        FileNeed(f"high noise expert ({kind.upper()} 14B fp16)", f"wan2.2_{kind}_high_noise_14B_fp16.safetensors",
-                 "diffusion_models", None, None, note="not in the shipped manifests (size not published, ≈28.6 GB)"),
-        FileNeed(f"low noise expert ({kind.upper()} 14B fp16)", f"wan2.2_{kind}_low_noise_14B_fp16.safetensors",
-                 "diffusion_models", None, low, note="not in the shipped manifests"),
-    ]
-
-
-def _loras(kind: str) -> list[FileNeed]:
-    version = "v1.1" if kind == "t2v" else "v1"
-    return [
-        FileNeed(f"4-step LoRA, {noise} noise",
-                 f"wan2.2_{kind}_lightx2v_4steps_lora_{version}_{noise}_noise.safetensors", "loras",
-                 f"wan22-{kind}-lightx2v-4step-{noise}", 1_226_977_424)
-        for noise in ("high", "low")
-    ]
-
-
-def _named(role: str, filename: str, folder: str = "diffusion_models") -> FileNeed:
-    return FileNeed(role, filename, folder, note=NAME_ONLY)
-
-
-def files_for(model_id: str, precision: str, lora: bool) -> list[FileNeed]:
-    """What ComfyUI loads for this model (wan-models.md "Which files belong together", else by name)."""
-    m = MODELS[model_id]
-    fp8 = precision == "fp8"
-    if m.id in ("wan2.2-t2v-a14b", "wan2.2-i2v-a14b"):
-        files = _experts(m.kind, precision) + [UMT5, VAE21]
-        return files + (_loras(m.kind) if lora else [])
-    if m.id == "wan2.2-ti2v-5b":
-        note = "the only published file is fp16: ComfyUI can cast it to fp8 when loading (weight_dtype)"
-        note = note if fp8 else None
-        return [FileNeed("diffusion model (TI2V 5B fp16)", "wan2.2_ti2v_5B_fp16.safetensors", "diffusion_models",
-                         "wan22-ti2v-5b-fp16", 9_999_658_848, note=note), UMT5, VAE22]
-    if m.id == "wan2.2-s2v-14b":
-        name = "wan2.2_s2v_14B_fp8_scaled.safetensors" if fp8 else "wan2.2_s2v_14B_bf16.safetensors"
-        return [_named(f"diffusion model (S2V 14B {precision})", name),
-                _named("audio encoder (wav2vec2)", "wav2vec2_large_english_fp16.safetensors", "audio_encoders"),
-                UMT5, VAE21]
-    if m.id == "wan2.2-animate-14b":
-        name = "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors" if fp8 else "wan2.2_animate_14B_bf16.safetensors"
-        return [_named(f"diffusion model (Animate 14B {precision})", name), CLIP_H, UMT5, VAE21]
-    if m.id == "wan2.1-t2v-1.3b":
-        return [_named("diffusion model (T2V 1.3B fp16)", "wan2.1_t2v_1.3B_fp16.safetensors"), UMT5, VAE21]
-    suffix = "fp8_e4m3fn" if fp8 else "fp16"
-    if m.id == "wan2.1-t2v-14b":
-        return [_named(f"diffusion model (T2V 14B {precision})", f"wan2.1_t2v_14B_{suffix}.safetensors"), UMT5, VAE21]
-    res = "480p" if m.id.endswith("480p") else "720p"
-    return [_named(f"diffusion model (I2V {res} 14B {precision})", f"wan2.1_i2v_{res}_14B_{suffix}.safetensors"),
-            CLIP_H, UMT5, VAE21]
-
-
-def weights_bytes(model: WanModel, precision: str) -> int:
-    """Bytes of the weights resident while sampling: one expert / the one DiT, at that precision."""
-    if model.cost_class == "14b":
-        # The Wan 2.2 14B expert files (wan-models.md): every 14B Wan DiT has the same shape.
-        return 14_293_923_632 if precision == "fp8" else 28_577_095_592
-    if model.cost_class == "5b":
-        fp16 = 9_999_658_848  # wan2.2_ti2v_5B_fp16 (wan-models.md)
-        return fp16 if precision == "fp16" else fp16 // 2
-    return int(model.params_b * 1e9 * (2 if precision == "fp16" else 1))  # 1.3B: no file size in the reference

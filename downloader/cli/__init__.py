@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 something failed (the lines say what), 2 bad input (usa
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Settings
+from ..config import DEFAULT_PRESETS, Settings, parse_presets
 from ..errors import (
     ConfigError,
     DownloaderError,
@@ -29,10 +28,9 @@ from ..manifest import Catalog, ModelSpec, load_catalog
 from ..plan import Plan, build_plan
 from ..reverify import CheckResult, reverify
 from ..signals import stop_on_signals
-from ..state import Download, DownloadState, Store
+from ..state import Download, DownloadState, Store, bytes_done
 from .progress import FetchProgress
 
-DEFAULT_PRESETS = "wan22-t2v-14b-fp8"
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -62,8 +60,7 @@ def _select(ctx: click.Context, manifests: Sequence[str], presets: Sequence[str]
     settings = _settings(ctx)
     catalog = _catalog(settings, manifests)
     if not presets and not only and not manifests:
-        env = os.environ.get("MODEL_PRESETS", DEFAULT_PRESETS)
-        presets = [p.strip() for p in env.split(",") if p.strip() and p.strip() != "none"]
+        presets = settings.model_presets if settings.model_presets is not None else parse_presets(DEFAULT_PRESETS)
         if not presets:
             return []
     try:
@@ -169,8 +166,8 @@ def fetch(
         except DownloaderError as e:
             raise click.ClickException(str(e)) from None
         rows = _run_manager(settings, store, the_plan, wait)
-    failed = [r for r in rows if r.state != DownloadState.DONE.value]
-    done_bytes = sum(r.size or 0 for r in rows if r.state == DownloadState.DONE.value)
+    failed = [r for r in rows if r.state != DownloadState.DONE]
+    done_bytes = sum(bytes_done(r.state, r.size, r.bytes_done) for r in rows if r.state == DownloadState.DONE)
     console.print(f"{len(rows) - len(failed)} of {len(rows)} file(s) verified in place ({human_bytes(done_bytes)})")
     if failed:
         for row in failed:
@@ -218,8 +215,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     for col in ("id", "state", "progress", "size", "error"):
         table.add_column(col)
     for r in rows:
-        pct = f"{100 * r.bytes_done / r.size:.1f}%" if r.size else "?"
-        if r.state == "done":
+        pct = f"{100 * bytes_done(r.state, r.size, r.bytes_done) / r.size:.1f}%" if r.size else "?"
+        if r.state == DownloadState.DONE:
             pct = "100%" + ("" if r.verified else " (unverified)")
         table.add_row(r.id, r.state, pct, human_bytes(r.size) if r.size else "?", r.error or "")
     console.print(table)
@@ -251,11 +248,11 @@ def verify(ctx: click.Context, only: tuple[str, ...], as_json: bool) -> None:
 
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), envvar="DOWNLOADER_PORT", default=8765, show_default=True,
+@click.option("--port", type=click.IntRange(1, 65535), show_default="$DOWNLOADER_PORT, else 8765",
               help="Port (DOWNLOADER_PORT).")
 @preset_opt
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, presets: tuple[str, ...]) -> None:
+def serve(ctx: click.Context, host: str, port: int | None, presets: tuple[str, ...]) -> None:
     """Run the web UI and the download manager until stopped (SIGTERM/Ctrl-C).
 
     Queues --preset (default: $MODEL_PRESETS, or none) at start; downloads left unfinished by an earlier
@@ -267,9 +264,9 @@ def serve(ctx: click.Context, host: str, port: int, presets: tuple[str, ...]) ->
 
     settings = _settings(ctx)
     if not presets:
-        presets = tuple(p.strip() for p in os.environ.get("MODEL_PRESETS", "").split(",") if p.strip() not in ("", "none"))
+        presets = settings.model_presets or ()
     try:
-        code = run_service(settings, host, port, presets, console=err_console)
+        code = run_service(settings, host, port or settings.downloader_port, presets, console=err_console)
     except ManifestError as e:
         raise BadInput(str(e)) from None
     except DownloaderError as e:

@@ -17,7 +17,9 @@ from rich.progress import (
 )
 
 from ..errors import human_bytes
-from ..state import Download
+from ..state import ACTIVE_STATES, TERMINAL_STATES, Download, DownloadState, bytes_done
+
+S = DownloadState
 
 
 def _eta(remaining: int, speed: float) -> str:
@@ -55,7 +57,7 @@ class FetchProgress:
         for row in rows:
             if self._states.get(row.id) != row.state:
                 self._states[row.id] = row.state
-                if row.state in ("done", "failed") or self.live is False:
+                if S(row.state) in TERMINAL_STATES or self.live is False:
                     self._announce(row)
         if self._bars is not None:
             self._update_bars(rows)
@@ -64,9 +66,9 @@ class FetchProgress:
             self._log_line(rows)
 
     def _announce(self, row: Download) -> None:
-        if row.state == "failed":
+        if row.state == S.FAILED.value:
             self.console.print(f"[red]failed[/] {row.id}: {row.error}")
-        elif row.state == "done":
+        elif row.state == S.DONE.value:
             note = "" if row.verified else " (unverified: no sha256 known, size checked)"
             self.console.print(f"[green]done[/] {row.id} -> {row.dest}{note}")
         elif not self.live:
@@ -75,25 +77,25 @@ class FetchProgress:
     def _update_bars(self, rows: Sequence[Download]) -> None:
         assert self._bars is not None
         total_size = sum(r.size or 0 for r in rows)
-        total_done = sum(r.size or 0 if r.state == "done" else r.bytes_done for r in rows)
+        total_done = sum(bytes_done(r.state, r.size, r.bytes_done) for r in rows)
         if "__total__" not in self._tasks:
             self._tasks["__total__"] = self._bars.add_task("total", total=total_size, state="")
         for row in rows:
             if row.id not in self._tasks:
                 self._tasks[row.id] = self._bars.add_task(row.id, total=row.size or None, state=row.state)
-            done = row.size if row.state == "done" else row.bytes_done
-            self._bars.update(self._tasks[row.id], completed=done or 0, total=row.size or None, state=row.state)
+            done = bytes_done(row.state, row.size, row.bytes_done)
+            self._bars.update(self._tasks[row.id], completed=done, total=row.size or None, state=row.state)
         self._bars.update(self._tasks["__total__"], completed=total_done, total=total_size or None)
 
     def _log_line(self, rows: Sequence[Download]) -> None:
         total = sum(r.size or 0 for r in rows)
-        done = sum((r.size or 0) if r.state == "done" else r.bytes_done for r in rows)
-        speed = sum(r.speed for r in rows if r.state == "downloading")
+        done = sum(bytes_done(r.state, r.size, r.bytes_done) for r in rows)
+        speed = sum(r.speed for r in rows if r.state == S.DOWNLOADING.value)
         pct = 100.0 * done / total if total else 0.0
         active = ", ".join(
             f"{r.id} {100.0 * r.bytes_done / r.size:.0f}%" if r.size else r.id
             for r in rows
-            if r.state in ("downloading", "verifying")
+            if S(r.state) in ACTIVE_STATES
         )
         self.console.print(
             f"[{pct:5.1f}%] {human_bytes(done)} of {human_bytes(total)} at {human_bytes(speed)}/s, "

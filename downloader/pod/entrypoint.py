@@ -13,7 +13,6 @@ SIGTERM/SIGINT stop every child (SIGKILL after a grace period) and exit with 128
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import socket
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Only light imports here: JupyterLab is started before SQLAlchemy and pydantic are loaded (about a second).
-from ..config import PodSettings, Settings
+from ..config import PodSettings, Settings, child_env
 from ..errors import ConfigError, DownloaderError
 from ..signals import stop_on_signals
 from .supervisor import Child, Spec, Supervisor
@@ -82,9 +81,8 @@ class Entrypoint:
 
     # --- steps ----------------------------------------------------------------------------------------
     def _env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(WORKSPACE=str(self.cfg.workspace), **extra)
-        return env
+        """A child's environment: ours, the resolved workspace, and `extra`."""
+        return child_env(**{"WORKSPACE": str(self.cfg.workspace), **extra})
 
     def start_jupyter(self) -> None:
         if not self.cfg.enable_jupyter:
@@ -147,6 +145,7 @@ class Entrypoint:
     def resolve_required(self) -> None:
         """Which models ComfyUI waits for: the required ones of the selected presets the manifests know."""
         from ..manifest import ManifestError, load_catalog
+        from ..readiness import preset_requirements
 
         try:
             catalog = load_catalog(self.settings.manifest_dirs, self.settings.models_dir)
@@ -158,23 +157,14 @@ class Entrypoint:
             known = ", ".join(sorted(catalog.presets))
             self.report("presets", "failed", f"unknown MODEL_PRESETS {', '.join(unknown)} (known: {known})")
         self.presets = tuple(p for p in self.cfg.presets if p in catalog.presets)
-        self.required = [(s.id, s.dest) for s in catalog.select(self.presets, ()) if s.required] if self.presets else []
+        self.required = preset_requirements(catalog, self.presets)
 
     def missing(self) -> Missing:
-        """Required models not yet verified in place."""
-        from ..files import file_size
-        from ..state import DownloadState
+        """What ComfyUI still waits for (the rule of downloader.readiness): empty when it may start."""
+        from ..readiness import missing
 
         assert self.store is not None
-        out = []
-        for model_id, dest in self.required:
-            row = self.store.get(model_id)
-            if row is not None and row.state == DownloadState.DONE.value and file_size(self.settings.models_dir / dest):
-                continue
-            out.append({"id": model_id, "state": row.state if row else "not queued yet",
-                        "size": row.size if row else None, "bytes_done": row.bytes_done if row else 0,
-                        "error": row.error if row else None})
-        return out
+        return missing(self.required, self.store.rows(), self.settings.models_dir)
 
     def waiting_for(self) -> list[str]:
         waits = []
@@ -230,7 +220,8 @@ class Entrypoint:
                 if self.missing():
                     from .placeholder import Placeholder
 
-                    self.placeholder = Placeholder(self.cfg.comfy_port, self.placeholder_status, self.cfg.downloader_port)
+                    self.placeholder = Placeholder(self.cfg.comfy_port, self.placeholder_status, self.cfg.downloader_port,
+                                                   pod_id=self.settings.runpod_pod_id)
                     self.placeholder.start()
                 self.start_sage()
                 threading.Thread(target=self.install_nodes, name="custom-nodes", daemon=True).start()

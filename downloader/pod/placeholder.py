@@ -43,11 +43,15 @@ This page refreshes itself.</p>
 
 
 class Placeholder:
-    """Serve `render(...)` on `port` until `stop()`; `status()` is asked on every request."""
+    """Serve `render(...)` on `port` until `stop()`; `status()` is asked on every request.
 
-    def __init__(self, port: int, status: Callable[[], tuple[Missing, list[str]]], downloader_port: int) -> None:
+    `pod_id` is RUNPOD_POD_ID (from the settings): the link to the downloader then goes through RunPod's proxy."""
+
+    def __init__(self, port: int, status: Callable[[], tuple[Missing, list[str]]], downloader_port: int,
+                 pod_id: str | None = None) -> None:
         self.status = status
         self.downloader_port = downloader_port
+        self.pod_id = pod_id
         placeholder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,7 +61,8 @@ class Placeholder:
                     body = json.dumps({"missing": missing, "waiting_for": waiting}).encode()
                     ctype = "application/json"
                 else:
-                    url = pod_port_url(self.headers.get("Host", ""), placeholder.downloader_port)
+                    url = pod_port_url(self.headers.get("Host", ""), placeholder.downloader_port,
+                                       pod_id=placeholder.pod_id)
                     body = render(missing, waiting, url).encode()
                     ctype = "text/html; charset=utf-8"
                 self.send_response(503)  # not ComfyUI yet: health checks must not take this for it

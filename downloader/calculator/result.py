@@ -1,5 +1,6 @@
-"""Plan a WAN video generation before spending GPU time: valid frame counts and sizes, the latent and its
-token count, and labelled estimates of VRAM and time. Pure Python, no Flask (the web page and API wrap it).
+"""Plan a WAN video generation before spending GPU time: everything the page shows for one set of inputs (valid
+frame count and size, the latent and its tokens, problems and warnings with suggestions, labelled estimates of VRAM
+and time, the files needed). Pure Python, no Flask (the web page and API wrap it); the catalog is passed in.
 
 Facts and formulas: `shared/reference/video-calculator.md` ("the reference"); the tables live in
 `downloader.calculator.models`. Every estimate names the published anchor it scales from and how.
@@ -9,273 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
+
+from downloader.manifest import Catalog
 
 from .estimates import TimeEstimate, VramEstimate, time_estimate, vram_estimate
-from .models import (
-    DEFAULT_GPU,
-    DEFAULT_MODEL,
-    GPUS,
-    MODELS,
-    PRECISIONS,
-    FileNeed,
-    Gpu,
-    WanModel,
-    files_for,
+from .inputs import Inputs, format_number, parse_params
+from .model_files import FileNeed, files_for
+from .models import GPUS, MODELS, Gpu, WanModel
+from .shapes import (
+    chunk_count,
+    comfyui_frames,
+    frames_from_seconds,
+    is_valid_frames,
+    latent_frames,
+    latent_shape,
+    nearest_multiple,
+    nearest_valid_frames,
+    size_is_valid,
+    suggest_sizes,
+    tokens,
 )
-
-MAX_SIDE = 8192
-MAX_SECONDS = 600.0
-MAX_FRAMES = 10_000
-MAX_FPS = 120.0
-MAX_STEPS = 200
-
-# --- formulas (reference, "Rules and formulas") ---------------------------------------------------------------------
-
-
-def frames_from_seconds(seconds: float, fps: float) -> int:
-    """`F = 4·round(s·fps/4) + 1` (halves round up): 5 s at 16 fps → 81, at 24 fps → 121."""
-    return 4 * math.floor(seconds * fps / 4 + 0.5) + 1
-
-
-def is_valid_frames(frames: int) -> bool:
-    """Wan's `--frame_num` must be 4n+1."""
-    return frames >= 1 and (frames - 1) % 4 == 0
-
-
-def latent_frames(frames: int) -> int:
-    """`T_lat = (F-1)//4 + 1`: what ComfyUI's Wan latent nodes make of any length (floored)."""
-    return (frames - 1) // 4 + 1
-
-
-def comfyui_frames(frames: int) -> int:
-    """The frames ComfyUI decodes for a requested length: `4·(T_lat-1) + 1` (80 → 77)."""
-    return 4 * (latent_frames(frames) - 1) + 1
-
-
-def nearest_valid_frames(frames: int) -> list[int]:
-    """The 4n+1 lengths around `frames`: just below and just above (or either side of a valid one)."""
-    below = comfyui_frames(frames)
-    near = (frames - 4, frames, frames + 4) if below == frames else (below, below + 4)
-    return [f for f in near if 1 <= f <= MAX_FRAMES or f == frames]
-
-
-def tokens(frames: int, width: int, height: int, model: WanModel) -> int:
-    """Tokens per step: `T_lat · (H/(2s)) · (W/(2s))` for a VAE spatial stride s and a 2×2 patch."""
-    p = model.multiple
-    return latent_frames(frames) * (height // p) * (width // p)
-
-
-def latent_shape(frames: int, width: int, height: int, model: WanModel) -> tuple[int, int, int, int]:
-    """`(C, (F-1)//4 + 1, H/s, W/s)`."""
-    s = model.vae_stride[1]
-    return (model.latent_channels, latent_frames(frames), height // s, width // s)
-
-
-def size_is_valid(width: int, height: int, multiple: int) -> bool:
-    return width >= multiple and height >= multiple and width % multiple == 0 and height % multiple == 0
-
-
-def nearest_multiple(x: int, multiple: int) -> int:
-    return min(max(multiple, multiple * math.floor(x / multiple + 0.5)), MAX_SIDE - MAX_SIDE % multiple)
-
-
-def suggest_sizes(
-    width: int, height: int, multiple: int, limit: int = 3, prefer: tuple[tuple[int, int], ...] = ()
-) -> list[tuple[int, int]]:
-    """Valid sizes nearest to `width`×`height` with (nearly) the same aspect ratio, best first; a `prefer`red
-    (trained) size within 5% of the aspect ratio and 25% of the area comes first."""
-    aspect, area = width / height, width * height
-    top = MAX_SIDE - MAX_SIDE % multiple
-    candidates: set[tuple[int, int]] = set()
-    for fw in (math.floor, math.ceil):
-        for fh in (math.floor, math.ceil):
-            candidates.add((fw(width / multiple) * multiple, fh(height / multiple) * multiple))
-    centre = max(1, round(width / multiple))
-    for k in range(max(1, centre - 6), centre + 7):
-        w = k * multiple
-        candidates.add((w, round(w / aspect / multiple) * multiple))
-    ok = {(w, h) for w, h in candidates if multiple <= w <= top and multiple <= h <= top and (w, h) != (width, height)}
-
-    def distance(wh: tuple[int, int]) -> tuple[float, float]:
-        w, h = wh
-        return abs(math.log((w / h) / aspect)), abs(math.log(w * h / area))
-
-    near = [p for p in prefer if size_is_valid(*p, multiple) and p != (width, height)
-            and distance(p)[0] < math.log(1.05) and distance(p)[1] < math.log(1.25)]
-    rest = sorted(ok - set(near), key=lambda wh: (sum(distance(wh)), wh))
-    return (sorted(near, key=lambda wh: sum(distance(wh))) + rest)[:limit]
-
-
-def chunk_count(model: WanModel, frames: int, audio_s: float | None, fps: float) -> int:
-    """S2V: `ceil(audio_s·fps/77)` chunks (fps 16 in the reference); Animate: each extend adds 77 frames."""
-    assert model.chunk_frames
-    if audio_s is not None and model.kind == "s2v":
-        return max(1, math.ceil(audio_s * fps / model.chunk_frames - 1e-9))
-    return max(1, math.ceil(frames / model.chunk_frames))
-
-
-# --- inputs -------------------------------------------------------------------------------------------------------
-
-
-class InputError(ValueError):
-    """Malformed input: names the parameter (the API answers 400)."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-        self.message = message
-
-
-PARAMS = ("model", "width", "height", "seconds", "frames", "by", "fps", "gpu", "precision", "steps", "lora", "audio")
-_INT = re.compile(r"^[+-]?[0-9]+$")
-_NUM = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$")
-_TRUE, _FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What the user picked; None means "the model's default"."""
-
-    model: str = DEFAULT_MODEL
-    width: int | None = None
-    height: int | None = None
-    seconds: float | None = None
-    frames: int | None = None
-    fps: float | None = None
-    gpu: str = DEFAULT_GPU
-    precision: str | None = None
-    steps: int | None = None
-    lora: bool = False
-    audio: float | None = None
-
-    def updated(self, params: Mapping[str, Any]) -> Inputs:
-        """These inputs with some changed (a suggestion): frames and seconds replace each other."""
-        changes: dict[str, Any] = {}
-        for key, value in params.items():
-            if value == "":
-                value = None
-            if key == "frames":
-                changes.update(frames=value, seconds=None)
-            elif key == "seconds":
-                changes.update(seconds=value, frames=None)
-            elif key == "lora":
-                changes["lora"] = bool(value)
-            else:
-                changes[key] = value
-        return dataclasses.replace(self, **changes)
-
-    def query(self) -> str:
-        """The canonical query string: the shareable URL's."""
-        m = MODELS[self.model]
-        w, h = self.width or m.default_size[0], self.height or m.default_size[1]
-        pairs: list[tuple[str, Any]] = [("model", self.model), ("width", w), ("height", h)]
-        if self.frames is not None:
-            pairs.append(("frames", self.frames))
-        elif self.seconds is not None:
-            pairs.append(("seconds", format_number(self.seconds)))
-        for key in ("fps", "audio"):
-            value = getattr(self, key)
-            if value is not None:
-                pairs.append((key, format_number(value)))
-        pairs += [("gpu", self.gpu), ("precision", self.precision or m.default_precision)]
-        if self.steps is not None:
-            pairs.append(("steps", self.steps))
-        if self.lora:
-            pairs.append(("lora", 1))
-        return urlencode(pairs)
-
-
-def format_number(x: float) -> str:
-    """The shortest text that reads back as the same float, without an exponent (5.0 -> '5')."""
-    return str(int(x)) if x == int(x) else format(Decimal(repr(x)), "f")
-
-
-def _show(raw: str) -> str:
-    return repr(raw if len(raw) <= 40 else raw[:40] + "…")
-
-
-def _int(name: str, raw: str, low: int, high: int) -> int:
-    text = raw.strip()
-    if not _INT.match(text):
-        raise InputError(name, f"must be a whole number from {low} to {high} (got {_show(raw)})")
-    value = int(text)
-    if value < low:
-        what = "zero" if value == 0 else "negative" if value < 0 else "too small"
-        raise InputError(name, f"must be at least {low} (got {_show(text)}: {what})")
-    if value > high:
-        raise InputError(name, f"must be at most {high} (got {_show(text)})")
-    return value
-
-
-def _float(name: str, raw: str, high: float, unit: str = "") -> float:
-    text = raw.strip()
-    if not _NUM.match(text):
-        raise InputError(name, f"must be a number above 0 and at most {high:g}{unit} (got {_show(raw)})")
-    value = float(text)
-    if value <= 0:
-        raise InputError(name, f"must be above 0 (got {_show(raw)})")
-    if value > high:
-        raise InputError(name, f"must be at most {high:g}{unit} (got {_show(raw)})")
-    return value
-
-
-def _choice(
-    name: str, raw: str, known: Mapping[str, Any] | tuple[str, ...], aliases: Mapping[str, str] | None = None
-) -> str:
-    value = raw.strip().lower()
-    value = (aliases or {}).get(value, value)
-    if value not in known:
-        raise InputError(name, f"unknown {name} {_show(raw)}; valid ids: {', '.join(known)}")
-    return value
-
-
-def parse_params(params: Mapping[str, str]) -> Inputs:
-    """Query parameters → Inputs; raises InputError naming the parameter. Empty values mean "default"."""
-    unknown = sorted(k for k in params if k not in PARAMS)
-    if unknown:
-        name = unknown[0] if len(unknown[0]) <= 40 else unknown[0][:40] + "…"
-        raise InputError(name, f"unknown parameter (known: {', '.join(PARAMS)})")
-    get = {k: v for k, v in params.items() if v is not None and str(v).strip() != ""}
-    out: dict[str, Any] = {}
-    if "model" in get:
-        out["model"] = _choice("model", get["model"], MODELS)
-    if "gpu" in get:
-        out["gpu"] = _choice("gpu", get["gpu"], GPUS)
-    if "precision" in get:
-        out["precision"] = _choice("precision", get["precision"], PRECISIONS, {"bf16": "fp16"})
-    for key in ("width", "height"):
-        if key in get:
-            out[key] = _int(key, get[key], 1, MAX_SIDE)
-    if "steps" in get:
-        out["steps"] = _int("steps", get["steps"], 1, MAX_STEPS)
-    if "fps" in get:
-        out["fps"] = _float("fps", get["fps"], MAX_FPS)
-    if "audio" in get:
-        out["audio"] = _float("audio", get["audio"], MAX_SECONDS, " s")
-    if "lora" in get:
-        flag = get["lora"].strip().lower()
-        if flag not in _TRUE | _FALSE:
-            raise InputError("lora", f"must be 1 or 0 (on/off, true/false) (got {_show(get['lora'])})")
-        out["lora"] = flag in _TRUE
-    by = get.get("by", "").strip().lower() or None
-    if by not in (None, "seconds", "frames"):
-        raise InputError("by", f"must be 'seconds' or 'frames' (got {_show(get['by'])})")
-    if by is None and "seconds" in get and "frames" in get:
-        raise InputError("frames", "give seconds or frames, not both (or add by=seconds / by=frames)")
-    if "seconds" in get and by != "frames":
-        out["seconds"] = _float("seconds", get["seconds"], MAX_SECONDS, " s")
-    if "frames" in get and by != "seconds":
-        out["frames"] = _int("frames", get["frames"], 1, MAX_FRAMES)
-    return Inputs(**out)
-
-
-# --- outputs ------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -355,8 +112,9 @@ def _orientation(w: int, h: int) -> str:
     return "landscape" if w > h else "portrait" if h > w else "square"
 
 
-def calculate(inp: Inputs) -> Result:
-    """Everything the page shows for one set of inputs (well-formed: parse_params has checked them)."""
+def calculate(inp: Inputs, catalog: Catalog) -> Result:
+    """Everything the page shows for one set of inputs (well-formed: parse_params has checked them); the files and
+    the weights' sizes come from the catalog (the loaded manifests)."""
     m, gpu = MODELS[inp.model], GPUS[inp.gpu]
     problems: list[Message] = []
     warnings: list[Message] = []
@@ -479,7 +237,7 @@ def calculate(inp: Inputs) -> Result:
                                     "follows the audio."))
     pass_tokens = tokens(pass_frames, eff_w, eff_h, m)
 
-    vram = vram_estimate(m, gpu, precision, pass_tokens)
+    vram = vram_estimate(m, gpu, precision, pass_tokens, catalog)
     time = time_estimate(m, gpu, precision, lora, steps, passes, pass_tokens, eff_w * eff_h * pass_frames, n_passes)
     if vram.offload == "needed":
         warnings.append(Message("gpu", f"{m.label} at {_size_label(eff_w, eff_h)} × {pass_frames} frames needs an "
@@ -512,7 +270,7 @@ def calculate(inp: Inputs) -> Result:
         latent_shape=list(latent_shape(frames, eff_w, eff_h, m)),
         tokens=n_tokens, chunks=chunks, steps=steps, precision=precision, lora=lora,
         vram_gb=round(vram.value, 1), vram=vram, time_s=round(time.value), time=time,
-        files=files_for(m.id, precision, lora),
+        files=files_for(m.id, precision, lora, catalog),
     )
 
 
@@ -549,6 +307,6 @@ def _model_info(m: WanModel) -> dict[str, Any]:
     }
 
 
-def calculate_params(params: Mapping[str, str]) -> Result:
+def calculate_params(params: Mapping[str, str], catalog: Catalog) -> Result:
     """parse_params + calculate."""
-    return calculate(parse_params(params))
+    return calculate(parse_params(params), catalog)

@@ -6,8 +6,9 @@ Order of events (each reported as a component on the installation-status page):
 3. downloader: `downloader serve` on DOWNLOADER_PORT, queuing MODEL_PRESETS.
 4. sageattention: built per INSTALL_SAGEATTENTION (background | true | false).
 5. custom nodes: cloned if missing; a failure is reported and blocks nothing.
-6. comfyui: a placeholder page on COMFYUI_PORT until every required model of the selected presets is verified
-   in place (and SageAttention is built, with INSTALL_SAGEATTENTION=true); then ComfyUI itself.
+6. comfyui: a placeholder page on COMFYUI_PORT until ComfyUI is ready by the one rule of `downloader.readiness`
+   (every required model of the selected presets, and every download marked required, verified in place) and
+   SageAttention is built (with INSTALL_SAGEATTENTION=true); then ComfyUI itself.
 SIGTERM/SIGINT stop every child (SIGKILL after a grace period) and exit with 128 + the signal.
 """
 

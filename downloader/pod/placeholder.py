@@ -11,8 +11,7 @@ from typing import Any
 
 from ..config import pod_port_url
 from ..errors import human_bytes
-
-Missing = list[dict[str, Any]]  # {id, state, size, bytes_done, error}
+from ..readiness import Missing
 
 
 def render(missing: Missing, waiting_for: list[str], downloader_url: str) -> str:

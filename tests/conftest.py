@@ -244,3 +244,16 @@ def page(browser: Any, expected_failures: list[str]) -> Iterator[Any]:
     context.close()
     errors = [e for e in errors if not any(part in e for part in expected_failures)]
     assert errors == [], errors
+
+
+def wait_service_started(svc: Any, timeout: float = 60.0) -> None:
+    """Wait for a started DownloadService's start-up work, which runs in its background thread: the workspace lock,
+    the models folder, aria2c answering. Done once the lock file names aria2's pid (recorded after all that).
+    Tests that snapshot the workspace wait for this first, or they see the models folder appear."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (svc.running and "aria2_pid" in svc.manager.lock.owner()):
+        assert svc.fatal is None, f"the service could not start: {svc.fatal}"
+        assert time.monotonic() < deadline, f"the service did not start in {timeout:.0f} s ({svc.owner_note})"
+        time.sleep(0.05)

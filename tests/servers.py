@@ -63,7 +63,7 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -674,7 +674,8 @@ class FileServer(_ServerBase):
 
     ``rate_limit`` caps bytes/second per connection. With ``sign_required``
     every request needs a valid, unexpired ``signed_url`` (else 403
-    ``Request has expired``, as S3/CloudFront answer).
+    ``Request has expired``, as S3/CloudFront answer). ``clock`` is the wall
+    clock signatures expire by (``time.time``); a test may set it to move time.
     """
 
     def __init__(
@@ -686,6 +687,7 @@ class FileServer(_ServerBase):
         self._content: dict[str, _Content] = {}
         self._version = 0
         self._bearer: str | None = None
+        self.clock: Callable[[], float] = time.time
 
     # -- content -------------------------------------------------------------
 
@@ -756,9 +758,10 @@ class FileServer(_ServerBase):
 
     def signed_url(self, path: str, ttl: float) -> str:
         """Absolute URL for ``path`` valid for ``ttl`` seconds."""
-        expires = int(time.time() + ttl)
+        now = self.clock()
+        expires = int(now + ttl)
         # Round up so ttl=1 gives at least one full second of validity.
-        if expires < time.time() + ttl:
+        if expires < now + ttl:
             expires += 1
         return f"{self.url}{quote(path)}?expires={expires}&sig={self._sign(path, expires)}"
 
@@ -774,7 +777,7 @@ class FileServer(_ServerBase):
             return False
         if not hmac.compare_digest(sig, self._sign(ex.path, expires)):
             return False
-        return time.time() <= expires
+        return self.clock() <= expires
 
     # -- routing ---------------------------------------------------------------
 

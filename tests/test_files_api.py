@@ -32,7 +32,7 @@ from downloader.aria2 import free_port
 from downloader.config import Settings
 from downloader.manifest import ModelSpec
 from downloader.service import DownloadService
-from tests.conftest import REPO, cli_env, test_settings
+from tests.conftest import REPO, cli_env, test_settings, wait_service_started
 from tests.servers import FileServer
 from web import create_app
 from web.auth import AuthConfig
@@ -91,6 +91,9 @@ def env(tmp_path_factory) -> Iterator[Env]:
     settings = test_settings(ws, connections=2)
     svc = DownloadService(settings)
     svc.start()
+    # Its start-up (the models folder, aria2c) runs in the background: tests that snapshot the workspace
+    # must begin after it, not while it creates ComfyUI/models.
+    wait_service_started(svc)
     app = create_app(
         settings, svc, test_config={"FILES_UPLOAD_CHUNK": CHUNK}, auth_config=AuthConfig(PASSWORD, "DOWNLOADER_PASSWORD")
     )
@@ -1123,7 +1126,11 @@ def test_a_connection_cut_mid_chunk_leaves_no_half_file(served: Served) -> None:
             f"Content-Length: {1 << 20}\r\n\r\n"
         ).encode()
         s.sendall(head + data[1 << 20 : (1 << 20) + 300_000])
-    time.sleep(0.5)
+        s.shutdown(socket.SHUT_WR)  # the client is gone: the server reads the end of the stream
+        # The server closing its side is the proof it is done with the cut request (whatever it answered).
+        s.settimeout(30)
+        while s.recv(65536):
+            pass
     target = served.ws / "uploads" / "cut.bin"
     temp = served.ws / "uploads" / up["temp"]
     assert not target.exists(), "nothing under the real name"

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ..config import child_env
+
 Clock = Callable[[], float]
 
 
@@ -88,7 +90,7 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         spec = child.spec
         shell = isinstance(spec.cmd, str)
-        env = dict(os.environ if spec.env is None else spec.env)
+        env = child_env() if spec.env is None else dict(spec.env)
         try:
             child.proc = subprocess.Popen(
                 spec.cmd if not shell else ["/bin/sh", "-c", spec.cmd],  # type: ignore[list-item]

@@ -201,7 +201,7 @@ def test_stall_next_sends_first_chunk_then_nothing(server: FileServer, payload: 
     with pytest.raises(http.client.IncompleteRead) as info:
         r.read()
     assert len(info.value.partial) == 1000
-    assert 0.7 <= time.monotonic() - t0 < 4
+    assert time.monotonic() - t0 >= 0.7, "the connection stayed open for the stall"  # and closed before the 5 s timeout
     conn.close()
 
 
@@ -248,18 +248,19 @@ def test_rate_limit_is_per_connection(tmp_path: Path) -> None:
             bodies.append(_get(srv.url + "/r")[2])
             durations.append(time.monotonic() - t0)
 
-        t0 = time.monotonic()
+        fetch()
+        alone = durations.pop()
         threads = [threading.Thread(target=fetch) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        wall = time.monotonic() - t0
-    assert all(b == src.read_bytes() for b in bodies) and len(bodies) == 2
+    assert all(b == src.read_bytes() for b in bodies) and len(bodies) == 3
     # Each connection is capped at 2 MB/s: 4 MB takes at least ~2 s...
-    assert min(durations) >= 1.8
-    # ...but the cap is per connection, so two run in parallel, not in series.
-    assert wall < 3.5
+    assert min(alone, *durations) >= 1.8
+    # ...but the cap is per connection: two at once each take about as long as one alone (a shared cap would
+    # double it). A ratio within one run, so a busy machine slows both sides alike.
+    assert max(durations) < 1.5 * alone, (alone, durations)
 
 
 def test_stop_is_prompt_with_open_and_sleeping_connections(tmp_path: Path) -> None:
@@ -277,9 +278,10 @@ def test_stop_is_prompt_with_open_and_sleeping_connections(tmp_path: Path) -> No
     slow_resp.read(1000)
     stalled.request("GET", "/stall")
     stalled.getresponse().read(10)
-    t0 = time.monotonic()
-    srv.stop()
-    assert time.monotonic() - t0 < 2.0
+    stopper = threading.Thread(target=srv.stop)
+    stopper.start()
+    stopper.join(30)  # half the stall: a stop that waited for the sleeping connection would still be running
+    assert not stopper.is_alive(), "stop() waited for a stalled connection"
     with pytest.raises(http.client.IncompleteRead):
         slow_resp.read()
     for c in (idle, slow, stalled):

@@ -136,7 +136,10 @@ def test_start_preset_watch_pause_resume_until_done(web: Web, page: Any) -> None
     held = web.svc.get("model-a").bytes_done
     shown = row_a.locator(".bytes").inner_text()
     b_before = progress_of(page, "model-b")
-    time.sleep(2.5)
+    # A while later (the other file, still downloading, has moved on: the page has polled since), nothing moved.
+    page.wait_for_function(
+        f"""() => document.querySelector('.dl[data-id="model-b"] progress').value >= {b_before} + 5""", timeout=10_000
+    )
     assert web.svc.get("model-a").state == "paused"
     assert web.svc.get("model-a").bytes_done == held, "a paused download must not grow"
     assert row_a.locator(".bytes").inner_text() == shown
@@ -185,10 +188,10 @@ def test_start_preset_watch_pause_resume_until_done(web: Web, page: Any) -> None
 
 def test_add_form_shows_api_errors_and_status_page_shows_progress(web: Web, page: Any) -> None:
     login(page, web)
-    # The API unreachable: a small note says so, and goes away once polling gets through again.
-    page.route("**/api/downloads", lambda route: route.abort())
+    # The server unreachable: a small note says so, and goes away once polling gets through again.
+    page.route("**/downloads/live", lambda route: route.abort())
     expect(page.get_by_test_id("conn-note")).to_contain_text("Connection lost")
-    page.unroute("**/api/downloads")
+    page.unroute("**/downloads/live")
     expect(page.get_by_test_id("conn-note")).to_be_hidden(timeout=20_000)
 
     other = page.get_by_test_id("other-downloads")

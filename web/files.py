@@ -1,54 +1,38 @@
 """The file manager: browse, upload, download, organise the workspace ($WORKSPACE) from the web UI.
 
-Every path the API receives is relative to the workspace root and goes through `safepath.resolve()` first.
-Errors are JSON `{"error": "..."}` with a 4xx status, like the rest of the API.
+This module has the blueprint with every URL of the file manager, the page and folder listings. The views live
+in modules named after their job: files_read (download, previews), files_change (new folder, rename, delete),
+files_upload (chunked uploads); the rules they share (paths confined to the workspace, what is protected or being
+downloaded, errors as JSON) are in files_rules.
 
-Uploads are chunked, because waitress spools each request body to a temporary file before the app sees it:
-  POST   /api/files/upload               {path, size, overwrite?, key?} -> open (or resume) under a temporary name
-  PUT    /api/files/upload/<id>?offset=N raw bytes                      -> write one chunk at `offset`
-  POST   /api/files/upload/<id>/commit   {overwrite?}                   -> check the size, rename into place
-  DELETE /api/files/upload/<id>                                         -> give up, delete the temporary file
-The temporary file is `.<name>.upload-<id>` next to the target (a dot file with a suffix no loader knows), so a cut
-upload never leaves a half file under the real name; opening the same upload again resumes it.
+The page is rendered on the server (browsing and downloads work without JavaScript). With JavaScript, folders
+and sorting open through htmx, which asks for the same page and morphs its #files part in (web/static/live.js).
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import mimetypes
 import os
-import re
 import shutil
 import stat
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template, request, send_file
-from werkzeug.exceptions import ClientDisconnected
+from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 
-from downloader.config import SECRET_STATE_FILES
-from downloader.files import fsync_dir
+from . import files_change, files_read, files_upload
+from .files_rules import ApiError, busy_map, confine, os_errors, root, state_dir, under
+from .files_upload import CHUNK_SIZE, STALE_UPLOAD_SECONDS, TEMP_RE
+from .live import is_htmx, with_flash
+from .safepath import PathError
 
-from . import service
-from .safepath import PathError, Resolved, resolve
+# STALE_UPLOAD_SECONDS: files_upload's, also named here, where scripts and tests have always found it.
+__all__ = ["STALE_UPLOAD_SECONDS", "bp", "listing", "page_url"]
 
 bp = Blueprint("files", __name__)
 
-CHUNK_SIZE = 32 << 20  # what the page sends per PUT (app.config FILES_UPLOAD_CHUNK overrides)
-IO_BUFFER = 1 << 20  # bytes read from the request and written at a time
-TEXT_TAIL = 64 << 10  # default bytes of a text preview (the end of the file: logs)
-TEXT_TAIL_MAX = 1 << 20
 SIZES_SECONDS = 10.0  # time budget of one folder-size walk (app.config FILES_SIZES_SECONDS overrides)
 LIST_MAX = 10_000  # entries shown of one folder
-STALE_UPLOAD_SECONDS = 24 * 3600  # temporary upload files older than this are swept when another upload opens
-TEMP_RE = re.compile(r"^\..+\.upload-[0-9a-f]{16}$")
 SORTS = ("name", "size", "mtime")
 
 IMAGE = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".bmp"}
@@ -58,23 +42,6 @@ TEXT = {
     ".txt", ".log", ".json", ".yaml", ".yml", ".md", ".py", ".sh", ".csv", ".ini", ".toml", ".cfg", ".conf",
     ".env", ".js", ".css", ".html", ".xml", ".ipynb", ".out", ".err",
 }
-# Served inline (previews) only as these types; anything else that is asked for inline comes as a download, so a
-# file on the volume (an .html, an .svg) can never run script in the UI's origin.
-INLINE_TYPES = {
-    "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp",
-    "video/mp4", "video/webm", "video/quicktime", "video/ogg", "video/x-m4v",
-    "audio/mpeg", "audio/wav", "audio/x-wav", "audio/ogg", "audio/flac", "audio/mp4", "audio/x-m4a", "audio/opus",
-}
-RAW_CSP = "sandbox; default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'"
-
-
-class ApiError(Exception):
-    """Answered as {"error": message, **extra} with `status`."""
-
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.extra = extra
 
 
 @bp.errorhandler(PathError)
@@ -87,121 +54,13 @@ def _api_error(e: ApiError) -> Any:
     return jsonify(error=str(e), **e.extra), e.status
 
 
-def _os_errors(view: Callable[..., Any]) -> Callable[..., Any]:
-    """An OSError in a view becomes a JSON error (permission: 403, missing: 404, full: 507, else 409)."""
-
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return view(*args, **kwargs)
-        except OSError as e:
-            status = {
-                errno.EACCES: 403, errno.EPERM: 403, errno.EROFS: 403, errno.ENOENT: 404,
-                errno.ENOSPC: 507, errno.EDQUOT: 507,
-            }.get(e.errno or 0, 409)
-            name = os.path.basename(e.filename) if isinstance(e.filename, str) else ""
-            return jsonify(error=f"{name + ': ' if name else ''}{e.strerror or e}"), status
-
-    return wrapper
-
-
-# --- the rules -----------------------------------------------------------------------------------------------
-def root() -> Path:
-    return service().settings.workspace
-
-
-def confine(rel: object) -> Resolved:
-    """Every route's one way from an API path to the filesystem."""
-    if rel is None:
-        raise PathError("give a path (relative to the workspace)")
-    return resolve(root(), rel)
-
-
-def _state_dir() -> str:
-    return os.path.realpath(service().settings.state_dir)
-
-
-def _under(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def protected(res: Resolved) -> str | None:
-    """Why `res` must not be deleted or moved (the root, the downloader's state folder, what holds or is in it)."""
-    if res.is_root:
-        return "the workspace root itself cannot be deleted or moved"
-    path, state = str(res.path), _state_dir()
-    if _under(path, state):
-        return f"{res.rel!r} is the downloader's state folder or inside it: it cannot be changed from here"
-    if _under(state, path):
-        return f"{res.rel!r} holds the downloader's state folder: it cannot be deleted or moved"
-    return None
-
-
-def _no_writes_into_state(res: Resolved) -> None:
-    if _under(str(res.path), _state_dir()):
-        raise ApiError(403, f"{res.rel!r} is inside the downloader's state folder: nothing can be written there")
-
-
-def busy_map() -> dict[str, str]:
-    """Files the downloader is writing (real path -> download id)."""
-    return {os.path.realpath(p): i for p, i in service().in_progress().items()}
-
-
-def busy(res: Resolved, busy_paths: dict[str, str] | None = None) -> tuple[str, str] | None:
-    """(path, download id) of an in-progress download file at `res` or under it, if any."""
-    busy_paths = busy_map() if busy_paths is None else busy_paths
-    path = str(res.path)
-    for p, download_id in busy_paths.items():
-        if _under(p, path):
-            return p, download_id
-    return None
-
-
-def _refuse_busy(res: Resolved, verb: str) -> None:
-    hit = busy(res)
-    if hit:
-        p, download_id = hit
-        where = "" if p == str(res.path) else f" ({os.path.basename(p)} inside it)"
-        raise ApiError(
-            409,
-            f"cannot {verb} {res.rel!r}: download {download_id!r} is still writing it{where} (or will resume it); "
-            "cancel that download on the Downloads page first",
-            download_id=download_id,
-        )
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True) if request.is_json else None
-    if not isinstance(body, dict):
-        raise ApiError(400, "send a JSON object (Content-Type: application/json)")
-    return body
-
-
-def _flag(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):
-        raise ApiError(400, f"{name} must be true or false")
-    return value
-
-
-def _exists(path: Path) -> bool:
-    return os.path.lexists(path)
-
-
-def _parent_dir(res: Resolved) -> Path:
-    parent = res.path.parent
-    if not parent.is_dir():
-        where = res.rel.rsplit("/", 1)[0] if "/" in res.rel else "(the workspace)"
-        raise ApiError(404, f"folder {where!r} does not exist")
-    return parent
-
-
 def kind_of(name: str) -> str | None:
     ext = os.path.splitext(name)[1].lower()
     for kind, exts in (("image", IMAGE), ("video", VIDEO), ("audio", AUDIO), ("text", TEXT)):
         if ext in exts:
             return kind
     return None
+
 
 
 # --- listing --------------------------------------------------------------------------------------------------
@@ -236,10 +95,10 @@ def _entry(rel: str, folder: Path, e: os.DirEntry[str], busy_paths: dict[str, st
         info.update(type="file", size=st.st_size, kind=kind_of(e.name))
     info["mtime"] = st.st_mtime
     for p, download_id in busy_paths.items():
-        if _under(p, own):
+        if under(p, own):
             info["in_progress"] = download_id
             break
-    if not link and (_under(own, state) or _under(state, own)):
+    if not link and (under(own, state) or under(state, own)):
         info["protected"] = True
     return info
 
@@ -273,7 +132,7 @@ def listing(rel: object, sort: str = "name", order: str = "asc") -> dict[str, An
         raise ApiError(404, f"{res.rel or '(the workspace)'!r} does not exist")
     if not res.real.is_dir():
         raise ApiError(400, f"{res.rel!r} is a file, not a folder", type="file")
-    busy_paths, state = busy_map(), _state_dir()
+    busy_paths, state = busy_map(), state_dir()
     entries, truncated = [], False
     with os.scandir(res.real) as it:
         for e in it:
@@ -298,6 +157,13 @@ def listing(rel: object, sort: str = "name", order: str = "asc") -> dict[str, An
     }
 
 
+
+def page_url(path: str = "", sort: str = "name", order: str = "asc") -> str:
+    """The page's address for a folder in an order, with the defaults left out (what the address bar shows)."""
+    given = {"path": (path, ""), "sort": (sort, "name"), "order": (order, "asc")}
+    return url_for("files.page", **{k: v for k, (v, default) in given.items() if v != default})
+
+
 @bp.get("/files")
 def page() -> Any:
     """Rendered on the server (browse and download work without JavaScript); files.js does the rest."""
@@ -309,7 +175,13 @@ def page() -> Any:
         data, error, status = None, str(e), e.status
     except OSError as e:
         data, error, status = None, f"cannot read the folder: {e.strerror}", 500
-    return render_template("files.html", data=data, error=error, utc_iso=_utc_iso, utc_short=_utc_short), status
+    html = render_template(
+        "files.html", data=data, error=error, utc_iso=_utc_iso, utc_short=_utc_short, page_url=page_url
+    )
+    response = current_app.make_response((html, status))
+    if error and is_htmx():  # the page's own request (a folder opened): it stays where it is and says why
+        with_flash(response, error, "error")
+    return response
 
 
 def _utc_iso(t: float) -> str:
@@ -317,19 +189,17 @@ def _utc_iso(t: float) -> str:
 
 
 def _utc_short(t: float) -> str:
-    """The text the page shows (files.js writes the same)."""
+    """The text the page shows for a time."""
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
 
 
-@bp.get("/api/files/list")
-@_os_errors
+@os_errors
 def api_list() -> Any:
     args = request.args
     return jsonify(listing(args.get("path", ""), args.get("sort", "name"), args.get("order", "asc")))
 
 
-@bp.get("/api/files/sizes")
-@_os_errors
+@os_errors
 def api_sizes() -> Any:
     """Sizes of the folders in a folder: walked without following symbolic links, within a time budget."""
     res = confine(request.args.get("path", ""))
@@ -382,435 +252,21 @@ def _walk_size(top: str, deadline: float) -> tuple[int, int, bool]:
     return size, files, True
 
 
-# --- reading --------------------------------------------------------------------------------------------------
-def _a_file(rel: object) -> Resolved:
-    res = confine(rel)
-    if not res.real.exists():
-        raise ApiError(404, f"{res.rel or '(the workspace)'!r} does not exist")
-    if res.real.is_dir():
-        raise ApiError(400, f"{res.rel or '(the workspace)'!r} is a folder: pick a file")
-    if not res.real.is_file():
-        raise ApiError(400, f"{res.rel!r} is not a regular file")
-    if res.real.name in SECRET_STATE_FILES and _under(str(res.real), _state_dir()):
-        raise ApiError(403, f"{res.rel!r} holds a secret (a password, token or key): it is not served")
-    return res
 
-
-@bp.get("/api/files/download")
-@_os_errors
-def api_download() -> Any:
-    """The file as an attachment; HTTP Range (resume) and conditional requests are answered."""
-    res = _a_file(request.args.get("path"))
-    response = send_file(res.real, as_attachment=True, download_name=res.name, conditional=True, max_age=0)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-@bp.get("/api/files/raw")
-@_os_errors
-def api_raw() -> Any:
-    """The file inline, for previews (images, video with seeking, audio); other types come as a download."""
-    res = _a_file(request.args.get("path"))
-    mime = mimetypes.guess_type(res.name)[0] or "application/octet-stream"
-    inline = mime in INLINE_TYPES
-    response = send_file(
-        res.real,
-        mimetype=mime if inline else "application/octet-stream",
-        as_attachment=not inline,
-        download_name=res.name,
-        conditional=True,
-        max_age=0,
-    )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = RAW_CSP
-    return response
-
-
-@bp.get("/api/files/text")
-@_os_errors
-def api_text() -> Any:
-    """The end of a file as text (logs): the last `bytes` bytes, from the first full line, decoded leniently."""
-    res = _a_file(request.args.get("path"))
-    raw = request.args.get("bytes", str(TEXT_TAIL))
-    if not raw.isdigit() or int(raw) < 1:
-        raise ApiError(400, "bytes must be a positive whole number")
-    want = min(int(raw), TEXT_TAIL_MAX)
-    with open(res.real, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        start = max(0, size - want)
-        fh.seek(start)
-        data = fh.read(want)
-    if start > 0:
-        cut = data.find(b"\n")
-        if 0 <= cut < len(data) - 1:
-            data, start = data[cut + 1 :], start + cut + 1
-    return jsonify(
-        path=res.rel,
-        size=size,
-        start=start,
-        truncated=start > 0,
-        binary=b"\x00" in data,
-        text=data.decode("utf-8", "replace"),
-    )
-
-
-# --- changing -------------------------------------------------------------------------------------------------
-@bp.post("/api/files/mkdir")
-@_os_errors
-def api_mkdir() -> Any:
-    """{path}: a new folder (its parent must exist)."""
-    res = confine(_body().get("path"))
-    if res.is_root or _exists(res.path):
-        raise ApiError(409, f"{res.rel or '(the workspace)'!r} already exists")
-    _no_writes_into_state(res)
-    _parent_dir(res)
-    os.mkdir(res.path)
-    return jsonify(path=res.rel), 201
-
-
-@bp.post("/api/files/rename")
-@_os_errors
-def api_rename() -> Any:
-    """{from, to, overwrite?}: rename or move a file or folder; `to` is the new path (relative to the workspace)."""
-    body = _body()
-    if "from" not in body or "to" not in body:
-        raise ApiError(400, "send from and to (paths relative to the workspace)")
-    src, dst = confine(body["from"]), confine(body["to"])
-    overwrite = _flag(body, "overwrite")
-    why = protected(src)
-    if why:
-        raise ApiError(403, why)
-    if dst.is_root:
-        raise ApiError(409, "the workspace root already exists: give the new path including the name")
-    _no_writes_into_state(dst)
-    if not _exists(src.path):
-        raise ApiError(404, f"{src.rel!r} does not exist")
-    if src.path == dst.path:
-        raise ApiError(400, f"{src.rel!r} is already there")
-    if src.path.is_dir() and not src.path.is_symlink() and _under(str(dst.path), str(src.path)):
-        raise ApiError(400, f"cannot move the folder {src.rel!r} into itself ({dst.rel!r})")
-    _refuse_busy(src, "move")
-    _refuse_busy(dst, "replace")
-    _parent_dir(dst)
-    if _exists(dst.path):
-        if dst.path.is_dir() and not dst.path.is_symlink():
-            raise ApiError(409, f"{dst.rel!r} is an existing folder: give the new path including the name")
-        if not overwrite:
-            raise ApiError(409, f"{dst.rel!r} already exists (send overwrite: true to replace it)", exists=True)
-        if src.path.is_dir() and not src.path.is_symlink():
-            raise ApiError(409, f"cannot replace the file {dst.rel!r} with a folder")
-    try:
-        if overwrite:
-            os.replace(src.path, dst.path)
-        else:
-            _rename_noreplace(src.path, dst.path)
-    except OSError as e:
-        if e.errno == errno.EXDEV:
-            raise ApiError(409, f"cannot move {src.rel!r} to another filesystem ({dst.rel!r})") from None
-        if e.errno == errno.EEXIST:
-            raise ApiError(409, f"{dst.rel!r} already exists (send overwrite: true to replace it)", exists=True) from None
-        raise
-    fsync_dir(dst.path.parent)
-    return jsonify(**{"from": src.rel, "to": dst.rel})
-
-
-def _rename_noreplace(src: Path, dst: Path) -> None:
-    """Rename without ever replacing: a hard link fails atomically if `dst` exists; folders use a checked rename."""
-    if not src.is_dir() or src.is_symlink():
-        try:
-            os.link(src, dst, follow_symlinks=False)
-        except OSError as e:
-            if e.errno == errno.EEXIST:
-                raise
-            # No hard links here (some filesystems, folders): check, then rename.
-        else:
-            os.unlink(src)
-            return
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, "File exists", str(dst))
-    os.rename(src, dst)
-
-
-@bp.post("/api/files/delete")
-@_os_errors
-def api_delete() -> Any:
-    """{path, recursive?}: delete a file, a symbolic link (never its target) or a folder (recursive: non-empty)."""
-    body = _body()
-    res = confine(body.get("path"))
-    recursive = _flag(body, "recursive")
-    why = protected(res)
-    if why:
-        raise ApiError(403, why)
-    if not _exists(res.path):
-        raise ApiError(404, f"{res.rel!r} does not exist")
-    _refuse_busy(res, "delete")
-    if res.path.is_symlink() or not res.path.is_dir():
-        kind = "link" if res.path.is_symlink() else "file"
-        os.unlink(res.path)
-    else:
-        kind = "folder"
-        if recursive:
-            shutil.rmtree(res.path)
-        else:
-            try:
-                os.rmdir(res.path)
-            except OSError as e:
-                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise ApiError(409, f"the folder {res.rel!r} is not empty (send recursive: true)") from None
-                raise
-    _forget_uploads_under(str(res.path))
-    return jsonify(path=res.rel, deleted=kind)
-
-
-# --- uploads --------------------------------------------------------------------------------------------------
-@dataclass
-class Upload:
-    id: str
-    rel: str
-    target: Path
-    temp: Path
-    size: int
-    overwrite: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    touched: float = field(default_factory=time.time)
-
-    def offset(self) -> int:
-        try:
-            return self.temp.stat().st_size
-        except FileNotFoundError:
-            return -1
-
-    def as_json(self) -> dict[str, Any]:
-        offset = self.offset()
-        return {
-            "id": self.id,
-            "path": self.rel,
-            "temp": self.temp.name,
-            "size": self.size,
-            "offset": max(offset, 0),
-            "chunk_size": current_app.config.get("FILES_UPLOAD_CHUNK", CHUNK_SIZE),
-        }
-
-
-_registry_lock = threading.Lock()
-
-
-def _upload(upload_id: str) -> Upload:
-    with _registry_lock:
-        up = _uploads_unlocked().get(upload_id)
-    if up is None:
-        raise ApiError(404, f"no open upload {upload_id!r} (finished, cancelled, or the service restarted): open it again")
-    up.touched = time.time()
-    return up
-
-
-def _uploads_unlocked() -> dict[str, Upload]:
-    """The app's open uploads (id -> Upload); call with _registry_lock held."""
-    return current_app.extensions.setdefault("files.uploads", {})  # type: ignore[no-any-return]
-
-
-def _forget_uploads_under(path: str) -> None:
-    with _registry_lock:
-        uploads = _uploads_unlocked()
-        for key in [k for k, u in uploads.items() if _under(str(u.temp), path) or _under(str(u.target), path)]:
-            uploads.pop(key, None)
-
-
-def temp_name(name: str, upload_id: str) -> str:
-    """`.<name>.upload-<id>`: hidden, and no model loader knows the suffix; shortened to fit NAME_MAX."""
-    short = name
-    while len(f".{short}.upload-{upload_id}".encode("utf-8", "surrogateescape")) > 255:
-        short = short[:-1]
-    return f".{short}.upload-{upload_id}"
-
-
-def _sweep(folder: Path, keep: set[Path]) -> None:
-    """Delete temporary upload files abandoned long ago in `folder`."""
-    now = time.time()
-    try:
-        with os.scandir(folder) as it:
-            for e in it:
-                if (
-                    TEMP_RE.match(e.name)
-                    and Path(e.path) not in keep
-                    and e.is_file(follow_symlinks=False)
-                    and now - e.stat(follow_symlinks=False).st_mtime > STALE_UPLOAD_SECONDS
-                ):
-                    os.unlink(e.path)
-    except OSError:
-        pass
-
-
-def _check_target(res: Resolved, overwrite: bool) -> None:
-    if res.is_root:
-        raise ApiError(400, "give the path of the file to create, including its name")
-    _no_writes_into_state(res)
-    if TEMP_RE.match(res.name):
-        raise ApiError(400, f"{res.name!r} is a name reserved for uploads in progress")
-    _refuse_busy(res, "replace")
-    if _exists(res.path):
-        if res.path.is_dir() and not res.path.is_symlink():
-            raise ApiError(409, f"{res.rel!r} is a folder")
-        if not overwrite:
-            raise ApiError(409, f"{res.rel!r} already exists (send overwrite: true to replace it)", exists=True)
-
-
-@bp.post("/api/files/upload")
-@_os_errors
-def api_upload_open() -> Any:
-    """{path, size, overwrite?, key?}: open an upload (or resume the same one: same path, size and key)."""
-    body = _body()
-    res = confine(body.get("path"))
-    size = body.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ApiError(400, "size must be the file's size in bytes (a whole number)")
-    key = body.get("key", "")
-    if not isinstance(key, str) or len(key) > 200:
-        raise ApiError(400, "key must be a short string (e.g. the file's modification time)")
-    overwrite = _flag(body, "overwrite")
-    _check_target(res, overwrite)
-    folder = _parent_dir(res)
-    upload_id = hashlib.sha256(f"{res.rel}\0{size}\0{key}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    temp = folder / temp_name(res.name, upload_id)
-    with _registry_lock:
-        uploads = _uploads_unlocked()
-        up = uploads.get(upload_id)
-        if up is None or up.temp != temp:
-            up = uploads[upload_id] = Upload(upload_id, res.rel, res.path, temp, size)
-        up.overwrite = overwrite
-        keep = {u.temp for u in uploads.values()}
-    with _holding(up):
-        have = up.offset()
-        if have > size:  # not the same file after all: start again
-            os.truncate(temp, 0)
-            have = 0
-        if size - max(have, 0) > shutil.disk_usage(folder).free:
-            raise ApiError(507, f"not enough free space for {res.rel!r}", needed=size - max(have, 0))
-        if have < 0:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            os.close(fd)
-        _sweep(folder, keep)
-    return jsonify(up.as_json()), (200 if have > 0 else 201)
-
-
-@contextmanager
-def _holding(up: Upload) -> Iterator[None]:
-    """One request at a time per upload (a retried chunk must not interleave with the one it retries)."""
-    if not up.lock.acquire(blocking=False):
-        raise ApiError(409, f"upload {up.id} is busy (another request is writing it)")
-    try:
-        yield
-    finally:
-        up.lock.release()
-
-
-def _received(up: Upload) -> int:
-    """Bytes of the upload on disk; 410 if its temporary file is gone."""
-    have = up.offset()
-    if have < 0:
-        raise ApiError(410, f"the temporary file of {up.rel!r} is gone: start the upload again")
-    return have
-
-
-@bp.put("/api/files/upload/<upload_id>")
-@_os_errors
-def api_upload_chunk(upload_id: str) -> Any:
-    """Raw bytes written at ?offset=N (N: the bytes already there, or less to rewrite a chunk whose answer was lost)."""
-    up = _upload(upload_id)
-    raw = request.args.get("offset", "")
-    if not raw.isdigit():
-        raise ApiError(400, "offset must be a whole number")
-    offset = int(raw)
-    length = request.content_length
-    if length is None:
-        raise ApiError(411, "send the chunk with a Content-Length")
-    if offset + length > up.size:
-        raise ApiError(413, f"offset {offset} + {length} bytes goes past the declared size {up.size}")
-    with _holding(up):
-        have = _received(up)
-        if offset > have:
-            raise ApiError(409, f"offset {offset} is past the {have} bytes received so far", offset=have)
-        fd = os.open(up.temp, os.O_WRONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "wb", buffering=0) as fh:
-            if offset < have:
-                fh.truncate(offset)
-            fh.seek(offset)
-            written = _copy_body(fh, length)
-        done = offset + written
-        if written < length:
-            raise ApiError(400, f"the chunk was cut short ({written} of {length} bytes)", offset=done)
-    return jsonify(id=up.id, offset=done, size=up.size, complete=done == up.size)
-
-
-def _copy_body(fh: Any, length: int) -> int:
-    """Copy the request body to `fh` through one bounded buffer; returns the bytes written."""
-    stream = request.stream
-    buf = bytearray(min(IO_BUFFER, max(length, 1)))
-    view = memoryview(buf)
-    written = 0
-    while written < length:
-        want = min(len(buf), length - written)
-        try:
-            n = stream.readinto(view[:want])  # type: ignore[attr-defined]
-        except ClientDisconnected:
-            break
-        if not n:
-            break
-        mv = view[:n]
-        while mv:
-            mv = mv[fh.write(mv) :]
-        written += n
-    return written
-
-
-@bp.post("/api/files/upload/<upload_id>/commit")
-@_os_errors
-def api_upload_commit(upload_id: str) -> Any:
-    """{overwrite?}: once every byte is there, move the file to its name (atomically; never a half file).
-    `overwrite` defaults to what the upload was opened with."""
-    up = _upload(upload_id)
-    body = request.get_json(silent=True) if request.is_json else None
-    body = body if isinstance(body, dict) else {}
-    overwrite = _flag(body, "overwrite") if "overwrite" in body else up.overwrite
-    with _holding(up):
-        have = _received(up)
-        if have != up.size:
-            raise ApiError(409, f"{up.rel!r} is incomplete: {have} of {up.size} bytes received", offset=have)
-        res = confine(up.rel)  # again: the folders may have changed since the upload opened
-        if res.path != up.target:
-            raise ApiError(409, f"{up.rel!r} now resolves elsewhere: start the upload again")
-        _check_target(res, overwrite)
-        fd = os.open(up.temp, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(up.temp, up.target)
-        else:
-            try:
-                _rename_noreplace(up.temp, up.target)
-            except FileExistsError:
-                raise ApiError(
-                    409, f"{up.rel!r} already exists (send overwrite: true to replace it)", exists=True
-                ) from None
-        fsync_dir(up.target.parent)
-        with _registry_lock:
-            _uploads_unlocked().pop(upload_id, None)
-    return jsonify(path=up.rel, size=up.size), 201
-
-
-@bp.delete("/api/files/upload/<upload_id>")
-@_os_errors
-def api_upload_cancel(upload_id: str) -> Any:
-    """Give up an upload: its temporary file is deleted."""
-    up = _upload(upload_id)
-    if not up.lock.acquire(timeout=10):
-        raise ApiError(409, f"upload {upload_id} is busy (another request is writing it)")
-    try:
-        up.temp.unlink(missing_ok=True)
-        with _registry_lock:
-            _uploads_unlocked().pop(upload_id, None)
-    finally:
-        up.lock.release()
-    return jsonify(id=upload_id, path=up.rel, cancelled=True)
+# Every URL of the file manager's API, and the view that answers it.
+ROUTES = (
+    ("GET", "/api/files/list", api_list),
+    ("GET", "/api/files/sizes", api_sizes),
+    ("GET", "/api/files/download", files_read.api_download),
+    ("GET", "/api/files/raw", files_read.api_raw),
+    ("GET", "/api/files/text", files_read.api_text),
+    ("POST", "/api/files/mkdir", files_change.api_mkdir),
+    ("POST", "/api/files/rename", files_change.api_rename),
+    ("POST", "/api/files/delete", files_change.api_delete),
+    ("POST", "/api/files/upload", files_upload.api_upload_open),
+    ("PUT", "/api/files/upload/<upload_id>", files_upload.api_upload_chunk),
+    ("POST", "/api/files/upload/<upload_id>/commit", files_upload.api_upload_commit),
+    ("DELETE", "/api/files/upload/<upload_id>", files_upload.api_upload_cancel),
+)
+for _method, _rule, _view in ROUTES:
+    bp.add_url_rule(_rule, view_func=_view, methods=[_method])

@@ -9,12 +9,15 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, render_template, request
 
 from downloader.errors import human_bytes
-from downloader.state import Component
+from downloader.state import Component, DownloadState
 
 from . import service
 
+S = DownloadState
 bp = Blueprint("status", __name__)
 COMPONENT_STATES = ("pending", "running", "done", "failed", "skipped")
+SETTLED = ("done", "skipped", "failed")  # a component in one of these counts as complete in the overall percentage
+FINISHED = ("done", "skipped")  # its log starts collapsed on the page
 # The order people expect to read them in; components reported under other names follow.
 KNOWN = ("aria2", "model downloads", "jupyterlab", "comfyui", "sageattention", "custom nodes")
 LOG_LINES = 40
@@ -61,19 +64,19 @@ def _downloads_component() -> dict[str, Any]:
     progress = summary["bytes_done"] / summary["bytes_total"] if summary["bytes_total"] else None
     if total == 0:
         state, message = "pending", "nothing queued"
-    elif counts["failed"]:
+    elif counts[S.FAILED.value]:
         state = "failed"
-        message = f"{counts['failed']} of {total} file(s) failed"
-    elif counts["done"] == total:
+        message = f"{counts[S.FAILED.value]} of {total} file(s) failed"
+    elif counts[S.DONE.value] == total:
         state, message = "done", f"{total} file(s) verified in place"
-    elif counts["queued"] + counts["downloading"] + counts["verifying"]:
+    elif sum(counts[s.value] for s in (S.QUEUED, S.DOWNLOADING, S.VERIFYING)):
         state = "running"
         message = (
-            f"{counts['done']} of {total} file(s) done, {human_bytes(summary['bytes_done'])} of "
+            f"{counts[S.DONE.value]} of {total} file(s) done, {human_bytes(summary['bytes_done'])} of "
             f"{human_bytes(summary['bytes_total'])}"
         )
     else:
-        state, message = "pending", f"{counts['paused']} paused"
+        state, message = "pending", f"{counts[S.PAUSED.value]} paused"
     events = svc.store.events(limit=LOG_LINES)
     log = [f"{e.at:%H:%M:%S} {e.download_id or ''} {e.message}" for e in reversed(events)]
     return {"name": "model downloads", "state": state, "message": message, "started_at": None,
@@ -97,7 +100,7 @@ def status_json() -> dict[str, Any]:
     ordered = [comps[n] for n in KNOWN if n in comps] + [c for n, c in comps.items() if n not in KNOWN]
     weights = []
     for c in ordered:
-        if c["state"] in ("done", "skipped", "failed"):
+        if c["state"] in SETTLED:
             weights.append(1.0)
         elif c["progress"] is not None:
             weights.append(float(c["progress"]))
@@ -109,7 +112,14 @@ def status_json() -> dict[str, Any]:
 
 @bp.get("/installation-status")
 def page() -> str:
-    return render_template("status.html", data=status_json())
+    """Rendered on the server (works without JavaScript); status.js keeps /installation-status/live swapped in."""
+    return render_template("status.html", data=status_json(), finished=FINISHED)
+
+
+@bp.get("/installation-status/live")
+def live() -> str:
+    """The part of the page that changes (the overall percentage, the components): the page polls it."""
+    return render_template("_status_live.html", data=status_json(), finished=FINISHED)
 
 
 @bp.get("/api/installation-status")
@@ -131,12 +141,13 @@ def report(name: str) -> Any:
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """Open (no login): for Docker HEALTHCHECK and orchestrators."""
+    """Open (no login): for Docker HEALTHCHECK and orchestrators; comfyui_ready follows downloader.readiness."""
     summary = service().summary()
     return jsonify(
         status="ok",
         version=current_app.config.get("VERSION"),
         downloads=summary["counts"],
+        comfyui_ready=summary["comfyui_ready"],
         required_done=summary["required_done"],
         manager=summary["manager"],
     )

@@ -1,7 +1,7 @@
-/* What the page scripts (downloads.js, files.js, status.js, calculator.js) share: one global, UI.
+/* What the page scripts (downloads.js, files.js, status.js, calculator.js, live.js) share: one global, UI.
  *
- * A plain script, no build and no modules: base.html loads it before each page's own script (both deferred, so
- * they run in that order). Formatting matches the server (human_bytes; times in UTC), DOM writes only touch what
+ * A plain script, no build and no modules: base.html loads it before each page's own scripts (all deferred, so
+ * they run in that order). Sizes are written as the server's human_bytes writes them, DOM writes only touch what
  * changed, and server strings only ever go through textContent.
  */
 var UI = (function () {
@@ -22,22 +22,6 @@ var UI = (function () {
   function humanSpeed(n) {
     return humanBytes(n) + "/s";
   }
-  function pad2(n) {
-    return (n < 10 ? "0" : "") + n;
-  }
-  // seconds -> "h:mm:ss" ("" when unknown)
-  function fmtEta(s) {
-    if (s === null || s === undefined || !isFinite(s)) return "";
-    s = Math.max(0, Math.round(s));
-    return Math.floor(s / 3600) + ":" + pad2(Math.floor((s % 3600) / 60)) + ":" + pad2(s % 60);
-  }
-  // a Date -> "2025-11-22 06:22" in UTC, or "2025-11-22 06:22:01" with seconds
-  function utcStamp(d, seconds) {
-    return (
-      d.getUTCFullYear() + "-" + pad2(d.getUTCMonth() + 1) + "-" + pad2(d.getUTCDate()) + " " +
-      pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes()) + (seconds ? ":" + pad2(d.getUTCSeconds()) : "")
-    );
-  }
 
   // --- small DOM helpers: write only what changed ----------------------------------------------------
   function setText(el, text) {
@@ -45,9 +29,6 @@ var UI = (function () {
   }
   function setHidden(el, hidden) {
     if (el && el.hidden !== hidden) el.hidden = hidden;
-  }
-  function setData(el, key, value) {
-    if (el && el.dataset[key] !== value) el.dataset[key] = value;
   }
   // a <progress>: a percentage (number or string), or null for indeterminate
   function setProgress(el, pct) {
@@ -132,107 +113,12 @@ var UI = (function () {
     return "Could not reach the server: " + (e && e.message ? e.message : e);
   }
 
-  // --- timers that sleep while the tab is hidden -----------------------------------------------------
-  // loop(run): run() is called when the scheduled delay is up, and at once when the tab shows again.
-  function loop(run) {
-    var timer = null;
-    function cancel() {
-      clearTimeout(timer);
-      timer = null;
-    }
-    document.addEventListener("visibilitychange", function () {
-      if (document.hidden) cancel();
-      else run();
-    });
-    return {
-      schedule: function (delay) {
-        cancel();
-        if (!document.hidden) timer = setTimeout(run, delay);
-      },
-      cancel: cancel,
-    };
-  }
-
-  /* poll({url, interval, maxBackoff, note, render}): GET url every `interval` ms and hand the JSON to render().
-   * When the server cannot be reached the wait doubles up to maxBackoff and `note` (a hidden element) says so;
-   * a 401 puts a "Log in again" link there instead. Returns poll(): poll now (a call while a request is on its
-   * way polls again once it is back). The first poll is after `interval`. */
-  function poll(opts) {
-    var note = opts.note;
-    var inflight = false;
-    var again = false;
-    var failures = 0;
-    var timer = loop(now);
-
-    function backoff() {
-      return Math.min(opts.interval * Math.pow(2, failures), opts.maxBackoff);
-    }
-    function showNote(text, link) {
-      if (!note) return;
-      if (link) {
-        note.textContent = text;
-        note.appendChild(link);
-      } else {
-        setText(note, text);
-      }
-      setHidden(note, false);
-    }
-
-    function now() {
-      timer.cancel();
-      if (inflight) {
-        again = true;
-        return;
-      }
-      inflight = true;
-      fetch(opts.url, { headers: { Accept: "application/json" }, cache: "no-store", credentials: "same-origin" })
-        .then(function (r) {
-          if (r.status === 401) {
-            var a = document.createElement("a");
-            a.href = "/login?next=" + encodeURIComponent(location.pathname);
-            a.textContent = "Log in again";
-            showNote("Your session ended. ", a);
-            failures = Math.max(failures, 3);
-            throw null;
-          }
-          if (!r.ok) throw new Error("HTTP " + r.status);
-          return r.json();
-        })
-        .then(function (data) {
-          opts.render(data);
-          failures = 0;
-          setHidden(note, true);
-        })
-        .catch(function (e) {
-          if (e === null) return; // 401, already shown
-          failures++;
-          showNote("Connection lost \u2013 retrying in " + Math.round(backoff() / 1000) + " s (showing the last known state).");
-        })
-        .then(function () {
-          inflight = false;
-          if (again) {
-            again = false;
-            now();
-            return;
-          }
-          timer.schedule(failures ? backoff() : opts.interval);
-        });
-    }
-
-    timer.schedule(opts.interval);
-    return now;
-  }
-
   return {
     csrf: csrf,
     humanBytes: humanBytes,
     humanSpeed: humanSpeed,
-    pad2: pad2,
-    fmtEta: fmtEta,
-    utcStamp: utcStamp,
     setText: setText,
     setHidden: setHidden,
-    setData: setData,
     setProgress: setProgress,
     field: field,
     cssEscape: cssEscape,
@@ -240,7 +126,5 @@ var UI = (function () {
     request: request,
     errorText: errorText,
     unreachable: unreachable,
-    loop: loop,
-    poll: poll,
   };
 })();

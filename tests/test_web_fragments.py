@@ -31,7 +31,7 @@ def test_the_downloads_fragment_is_what_the_page_shows_and_follows_the_state(cli
     assert ">All done</h1>" in live and "2 of 2 files done" in live and "ComfyUI ready" in live
     assert "Start preset" not in live and "sha256 &#10003;" in live
     # A done row offers no button: every action form of it is hidden.
-    row = re.search(r'<div class="dl" data-key="a".*?<div class="dl-actions">(.*?)</div>', live, re.DOTALL).group(1)
+    row = re.search(r'<div class="dl" id="dl-a".*?<div class="dl-actions">(.*?)</div>', live, re.DOTALL).group(1)
     assert row.count("<form") == 5 and row.count(" hidden>") == 5
 
 

@@ -1,11 +1,10 @@
 /* Pages the server renders once and keeps live by swapping in fragments it renders again (htmx + this file).
  *
- * Live.morph(el, node): makes `el` match `node` by changing only what differs: attributes, text, children added,
- * removed or moved (children are matched by id or data-key, else by position). A button under the mouse or with
- * the focus stays the same element, so a swap every second never eats a click. Elements marked
- * data-morph="keep" belong to the page's script (a connection note, dialogs, the upload list): left as they are.
- * It is also the htmx swap style "morph" (the target's children) and "morph:outerHTML" (the target itself),
- * for pages that declare hx-ext="morph".
+ * Live.swap(el, html, select): makes `el` match the fragment by changing only what differs (Idiomorph: elements
+ * are matched by id), so a button under the mouse or with the focus stays the same element and a swap every
+ * second never eats a click. Elements marked data-morph="keep" belong to the page's script (a connection note,
+ * dialogs, the upload list): left as they are. htmx requests use the same rules through Idiomorph's htmx
+ * extension (hx-ext="morph", hx-swap="morph:outerHTML").
  *
  * Live.poll({...}): GETs a fragment on a timer and hands it to render(); backs off and says so when the server
  * cannot be reached. Also here: what every page's htmx requests share (see the end of the file).
@@ -14,74 +13,15 @@
 var Live = (function () {
   "use strict";
 
-  // --- morphing ----------------------------------------------------------------------------------------
-  function keyOf(node) {
-    return node.nodeType === 1 ? node.id || node.getAttribute("data-key") || null : null;
-  }
-  function alike(a, b) {
-    return a.nodeType === b.nodeType && a.nodeName === b.nodeName;
-  }
-
-  // What htmx put on an element for the time of a request (hx-disabled-elt) stays until htmx takes it off.
+  // --- morphing (Idiomorph, vendored: web/static/vendor/idiomorph*.js) ---------------------------------------
+  // What htmx puts on an element for the time of a request (hx-disabled-elt) stays until htmx takes it off.
   var DURING_REQUEST = { disabled: true, "data-disabled-by-htmx": true };
-
-  function syncAttributes(from, to) {
-    var busy = from.hasAttribute("data-disabled-by-htmx");
-    for (var i = from.attributes.length - 1; i >= 0; i--) {
-      var name = from.attributes[i].name;
-      if (!to.hasAttribute(name) && !(busy && DURING_REQUEST[name])) from.removeAttribute(name);
-    }
-    for (var j = 0; j < to.attributes.length; j++) {
-      var a = to.attributes[j];
-      if (from.getAttribute(a.name) !== a.value) from.setAttribute(a.name, a.value);
-    }
-  }
-
-  function morphNode(from, to) {
-    if (from.nodeType !== 1) {
-      if (from.nodeValue !== to.nodeValue) from.nodeValue = to.nodeValue;
-      return;
-    }
-    if (from.getAttribute("data-morph") === "keep") return;
-    syncAttributes(from, to);
-    if (from.nodeName !== "TEMPLATE") morphChildren(from, to);
-  }
-
-  // `to`'s children become `from`'s: matched ones are morphed (and moved into place), new ones moved over.
-  function morphChildren(from, to) {
-    var keyed = Object.create(null);
-    for (var c = from.firstChild; c; c = c.nextSibling) {
-      var k = keyOf(c);
-      if (k) keyed[k] = c;
-    }
-    var pos = from.firstChild; // where the next child goes; everything before it is done
-    var next;
-    for (var n = to.firstChild; n; n = next) {
-      next = n.nextSibling;
-      var key = keyOf(n);
-      var match = key ? keyed[key] : pos && !keyOf(pos) && alike(pos, n) ? pos : null;
-      if (match && !alike(match, n)) match = null;
-      if (!match) {
-        from.insertBefore(n, pos);
-        continue;
-      }
-      if (key) delete keyed[key];
-      if (match === pos) pos = pos.nextSibling;
-      else from.insertBefore(match, pos);
-      morphNode(match, n);
-    }
-    while (pos) {
-      var after = pos.nextSibling;
-      from.removeChild(pos);
-      pos = after;
-    }
-  }
-
-  function parse(html) {
-    var t = document.createElement("template");
-    t.innerHTML = html;
-    return t.content;
-  }
+  Idiomorph.defaults.callbacks.beforeNodeMorphed = function (from) {
+    return !(from.nodeType === 1 && from.getAttribute("data-morph") === "keep");
+  };
+  Idiomorph.defaults.callbacks.beforeAttributeUpdated = function (name, el, how) {
+    return !(how === "remove" && DURING_REQUEST[name] && el.hasAttribute("data-disabled-by-htmx"));
+  };
 
   /* swap(el, html, select): morph el's children into the fragment `html`; with `select`, `html` is a whole page
    * and el becomes its element matching `select` (and the page's title is taken too). New htmx attributes are
@@ -91,25 +31,13 @@ var Live = (function () {
       var doc = new DOMParser().parseFromString(html, "text/html");
       var node = doc.querySelector(select);
       if (!node) return;
-      morphNode(el, node);
+      Idiomorph.morph(el, node, { morphStyle: "outerHTML" });
       if (doc.title) document.title = doc.title;
     } else {
-      morphChildren(el, parse(html));
+      Idiomorph.morph(el, html, { morphStyle: "innerHTML" });
     }
     htmx.process(el);
   }
-
-  htmx.defineExtension("morph", {
-    isInlineSwap: function (style) {
-      return style === "morph" || style === "morph:outerHTML";
-    },
-    handleSwap: function (style, target, fragment) {
-      if (style === "morph") morphChildren(target, fragment);
-      else if (style === "morph:outerHTML" && fragment.firstElementChild) morphNode(target, fragment.firstElementChild);
-      else return false;
-      return [target];
-    },
-  });
 
   // --- polling -----------------------------------------------------------------------------------------
   /* poll({url, interval, maxBackoff, note, render, skip}): GET url (a string, or a function of none) every
@@ -230,5 +158,5 @@ var Live = (function () {
     }
   });
 
-  return { morph: morphNode, swap: swap, poll: poll };
+  return { swap: swap, poll: poll };
 })();

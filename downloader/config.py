@@ -23,6 +23,7 @@ N = TypeVar("N", int, float)
 UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE = "ui-password", "session-key", "jupyter-token"
 SECRET_STATE_FILES = frozenset({UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE})
 # The manifests shipped with the project live next to the package (repo layout / editable install).
+LOGS_FOLDER = "logs"  # $WORKSPACE/logs: the entrypoint's children log there
 SHIPPED_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 
 
@@ -95,6 +96,7 @@ class Settings:
     aria2_retry_wait: int = 2  # seconds between those
     aria2_start_timeout: float = 10.0
     poll_interval: float = 0.2  # how often the loop asks aria2; a finished hash wakes it at once
+    command_timeout: float = 30.0  # how long a request waits for the service's loop to answer (EngineUnavailable after)
     max_download_limit: str = "0"  # aria2 --max-overall-download-limit (0 = unlimited)
     model_presets: tuple[str, ...] | None = None  # MODEL_PRESETS parsed; None when unset (each user picks its default)
     # The web UI: its port, its login, and the links to the pod's other services.
@@ -109,6 +111,11 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "state.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the entrypoint's children write their logs (`$WORKSPACE/logs`)."""
+        return self.workspace / LOGS_FOLDER
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

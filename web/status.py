@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
+from downloader.config import SECRET_STATE_FILES
 from downloader.errors import human_bytes
 from downloader.state import Component, DownloadState
 
@@ -27,15 +28,27 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
 
 
-def _log_tail(path: str | None) -> list[str]:
-    """The last lines of a component's log, only from inside the workspace or the state folder."""
-    if not path:
-        return []
+def readable_log(path: str) -> Path | None:
+    """The log a component may show: a file in the logs folder or a `*.log` file, inside the workspace or the state
+    folder, after symlinks are resolved; never anything else (the state folder holds the UI password, the session
+    key and the Jupyter token next to aria2's log)."""
     settings = service().settings
     real = Path(path).resolve()
-    allowed = (settings.workspace.resolve(), settings.state_dir.resolve())
-    if not any(real == root or root in real.parents for root in allowed):
-        return [f"(log {path} is outside the workspace: not shown)"]
+    inside = (settings.workspace.resolve(), settings.state_dir.resolve())
+    if not any(real == root or root in real.parents for root in inside):
+        return None
+    if real.name in SECRET_STATE_FILES:
+        return None
+    return real if real.suffix == ".log" or settings.logs_dir.resolve() in real.parents else None
+
+
+def _log_tail(path: str | None) -> list[str]:
+    """The last lines of a component's log (only what `readable_log` allows)."""
+    if not path:
+        return []
+    real = readable_log(path)
+    if real is None:
+        return [f"(log {path} is not a log file in the workspace: not shown)"]
     try:
         with open(real, "rb") as fh:
             fh.seek(max(0, real.stat().st_size - 64 * 1024))
@@ -135,7 +148,11 @@ def report(name: str) -> Any:
         return jsonify(error=f"send JSON with state one of {', '.join(COMPONENT_STATES)}"), 400
     if len(name) > 64 or not name.strip():
         return jsonify(error="component name must be 1-64 characters"), 400
-    service().store.set_component(name, body["state"], body.get("message"), body.get("log_path"))
+    log_path = body.get("log_path")
+    if log_path is not None and (not isinstance(log_path, str) or readable_log(log_path) is None):
+        return jsonify(error="log_path must be a log file: a *.log file or one in $WORKSPACE/logs, inside the "
+                             "workspace or the state folder"), 400
+    service().store.set_component(name, body["state"], body.get("message"), log_path)
     return jsonify(ok=True)
 
 

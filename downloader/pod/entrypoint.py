@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Only light imports here: JupyterLab is started before SQLAlchemy and pydantic are loaded (about a second).
-from ..config import PodSettings, Settings, child_env
+from ..config import LOGS_FOLDER, PodSettings, Settings, child_env
 from ..errors import ConfigError, DownloaderError
 from ..signals import stop_on_signals
 from .supervisor import Child, Spec, Supervisor
@@ -48,7 +48,7 @@ class Entrypoint:
         self.cfg, self.settings = cfg, settings
         self.store: Store | None = None  # opened after JupyterLab has started
         self._early: list[tuple[str, str, str | None, str | None]] = []  # reports made before that
-        self.sup = Supervisor(cfg.workspace / "logs", on_change=self._on_child)
+        self.sup = Supervisor(cfg.workspace / LOGS_FOLDER, on_change=self._on_child)
         self.stop_event = threading.Event()
         self.placeholder: Placeholder | None = None
         self.comfy_started = False
@@ -119,7 +119,7 @@ class Entrypoint:
             return
         nodes_dir = self.cfg.workspace / "ComfyUI" / "custom_nodes"
         nodes_dir.mkdir(parents=True, exist_ok=True)
-        log = self.cfg.workspace / "logs" / "custom-nodes.log"
+        log = self.cfg.workspace / LOGS_FOLDER / "custom-nodes.log"
         self.report("custom nodes", "running", f"{len(self.cfg.custom_nodes)} to check", log)
         failed = []
         for url in self.cfg.custom_nodes:

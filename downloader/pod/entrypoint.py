@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 from ..config import LOGS_FOLDER, PodSettings, Settings, child_env
 from ..errors import ConfigError, DownloaderError
 from ..signals import stop_on_signals
+from .model_paths import ensure_model_paths
 from .supervisor import Child, Spec, Supervisor
-from .workspace import ensure_model_paths, jupyter_token, persist_comfyui
+from .workspace import jupyter_token, persist_comfyui
 
 if TYPE_CHECKING:
     from ..state import Store

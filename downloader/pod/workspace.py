@@ -1,4 +1,4 @@
-"""The pod's workspace: ComfyUI moved onto the persistent volume, model paths for ComfyUI, JupyterLab's token."""
+"""The pod's workspace: ComfyUI moved onto the persistent volume, and JupyterLab's token."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import secrets
 import shutil
 from pathlib import Path
 
-from ..comfy import MODEL_FOLDERS
 from ..config import JUPYTER_TOKEN_FILE, PodSettings
 
 
@@ -34,17 +33,6 @@ def persist_comfyui(image_dir: Path, workspace: Path) -> str:
         shutil.rmtree(image_dir)  # the image's pristine copy; the workspace's copy has the user's nodes
     image_dir.symlink_to(target)
     return f"linked {image_dir} -> {target} (custom nodes and models of earlier pods kept)"
-
-
-def ensure_model_paths(comfy_dir: Path, models_dir: Path) -> str | None:
-    """Make ComfyUI see MODELS_DIR when it is not ComfyUI's own models folder (extra_model_paths.yaml)."""
-    if models_dir.resolve() == (comfy_dir / "models").resolve():
-        return None
-    lines = ["# Written by the entrypoint: ComfyUI also loads the models the downloader places here.",
-             "downloader:", f"  base_path: {models_dir}"]
-    lines += [f"  {folder}: {folder}/" for folder in MODEL_FOLDERS]
-    (comfy_dir / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n")
-    return f"ComfyUI reads models from {models_dir} too (extra_model_paths.yaml)"
 
 
 def jupyter_token(cfg: PodSettings, state_dir: Path) -> tuple[str, bool]:

@@ -181,11 +181,17 @@ class Aria2Daemon:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def alive(self) -> bool:
+        """Whether the aria2c process this daemon started is still running."""
+        return self.proc is not None and self.proc.poll() is None
+
     def check_alive(self) -> None:
         """Raise Aria2Error if the daemon died."""
-        if self.proc is None or self.proc.poll() is not None:
-            code = None if self.proc is None else self.proc.returncode
-            raise Aria2Error(f"aria2c is not running (exit code {code}): {self._log_tail()}")
+        if not self.alive:
+            if self.proc is None:
+                raise Aria2Error("aria2c is not started")
+            raise Aria2Error(f"aria2c exited (code {self.proc.returncode}): {self._log_tail()}")
 
     def stop(self, timeout: float = 10.0, graceful: bool = True) -> None:
         """Stop aria2c (it writes its control files on the way out), then make sure it is gone.

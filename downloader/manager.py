@@ -3,20 +3,24 @@
 One Manager per workspace (an flock in the state folder) owns the aria2c daemon. Each tick it polls the
 active downloads, feeds their completed prefix to a hasher, verifies and places finished files, retries
 with backoff what failed for a passing reason, and starts queued files up to the concurrency limit.
-Commands from other threads (the web UI) go through a queue so only the loop touches aria2 and the jobs.
+The loop is the one writer of download states: other threads (the web UI, a CLI talking to the service) put
+commands on its queue (`call`) and wait for the answer; in-process use (`fetch`, `Manager.run` in the calling
+thread) runs them at once, the calling thread being the loop. Resolving sources runs in a worker pool, and a
+failed tick is for the caller to recover from (`recover`): the service restarts the loop with backoff.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from pathlib import Path
+from typing import TypeVar
 
+from . import recheck
 from .aria2 import (
     ERR_AUTH,
     ERR_DISK_FULL,
@@ -26,6 +30,7 @@ from .aria2 import (
     Aria2Daemon,
     Aria2Status,
 )
+from .commands import CommandQueue, NotFound
 from .config import Settings
 from .errors import DiskSpaceError, SourceError, human_bytes
 from .files import (
@@ -37,15 +42,19 @@ from .files import (
     quarantine,
     remove_partial,
 )
+from .intake import apply_plan
+from .jobs import Job, retry_or_fail
 from .locks import WorkspaceLock
-from .manifest import ModelSpec, confine
+from .manifest import confine
 from .plan import Plan
-from .sources import Resolved, resolve_all
+from .resolver import ResolverPool
+from .sources import Resolved
 from .state import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     Download,
     DownloadState,
+    IllegalTransition,
     Store,
     utcnow,
 )
@@ -53,31 +62,8 @@ from .verify import HashTask, PrefixHasher, completed_prefix
 
 log = logging.getLogger(__name__)
 S = DownloadState
+T = TypeVar("T")
 MAX_RERESOLVE = 5  # fresh signed URLs per file per run before a 403 counts as a failed attempt
-
-
-@dataclass
-class Job:
-    """A file the loop is working on right now."""
-
-    id: str
-    dest: Path
-    part: Path
-    kind: str  # "download" (aria2), "existing" (hash a file found at dest) or "part" (hash a finished part)
-    size: int | None
-    sha256: str | None
-    gid: str | None = None
-    hasher: PrefixHasher | None = None
-    task: HashTask | None = None
-    last_bytes: int = -1
-    last_change: float = field(default_factory=time.monotonic)
-    reresolves: int = 0
-
-    def stop(self) -> None:
-        if self.hasher is not None:
-            self.hasher.cancel()
-        if self.task is not None:
-            self.task.cancel()
 
 
 class Manager:
@@ -91,31 +77,65 @@ class Manager:
         self.jobs: dict[str, Job] = {}
         self.resolved: dict[str, Resolved] = {}
         self.selection: set[str] | None = None  # None: everything queued in the DB
-        self._commands: queue.Queue[tuple[str, str]] = queue.Queue()
         self._stop = threading.Event()
-        self._wake = threading.Event()  # set by commands, finished hashes and stop: the loop runs at once
+        self._wake = threading.Event()  # set by commands, finished hashes and resolutions, stop: the loop runs at once
+        self.commands = CommandQueue(self._wake)
+        self.resolver = ResolverPool(settings, on_done=self._wake.set)
+        self.rechecks: deque[str] = deque()  # done files waiting to be hashed again (`verify`), in order
+        self.ticks = 0  # ticks completed: a service tells a working loop from a failing one by it
+        # The thread that is the loop: set by `bind_loop` (a service) or while `run` runs. None: no loop runs,
+        # so the calling thread may act at once (in-process use).
+        self._loop_thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Take ownership of the workspace, start aria2c, and requeue what a crash left mid-way."""
-        self.lock.acquire()
-        try:
-            self.daemon.start()
-        except Exception:
-            self.lock.release()
-            raise
-        self.lock.record(aria2_pid=self.daemon.pid)
+        if not self.lock.held:
+            self.lock.acquire()
+        self._requeue_interrupted("interrupted: resuming")  # first: nothing stays "downloading" if aria2c fails
+        if not self.daemon.alive:
+            try:
+                self.daemon.stop(graceful=False)  # reap a dead one
+                self.daemon.start()
+            except Exception:
+                self.lock.release()
+                raise
+            self.lock.record(aria2_pid=self.daemon.pid)
+
+    def recover(self) -> None:
+        """After a failed tick: let go of the work in flight, start aria2c again if it died (Aria2Error if it
+        cannot), and requeue every row left downloading or verifying: each resumes from its control file."""
+        alive = self.daemon.alive
+        for job in list(self.jobs.values()):
+            job.stop()
+            if alive and job.gid is not None and job.task is None:
+                with suppress(Exception):  # aria2 may be the thing that failed
+                    self.daemon.remove(job.gid)
+        self.jobs.clear()
+        self.resolver.forget()
+        self.rechecks.clear()
+        if not alive:
+            log.warning("aria2c is not running: starting it again")
+        self.start()
+
+    def _requeue_interrupted(self, message: str) -> None:
+        """Rows downloading or verifying that no job works on go back to queued."""
         for row in self.store.downloads():
-            if DownloadState(row.state) in ACTIVE_STATES:
-                self.store.transition(row.id, S.QUEUED, "interrupted: resuming", speed=0)
+            state = DownloadState(row.state)
+            if state in ACTIVE_STATES and row.id not in self.jobs:
+                with suppress(IllegalTransition):  # moved meanwhile by another writer: theirs stands
+                    self.store.transition(row.id, S.QUEUED, message, expect=state, speed=0)
 
     def close(self) -> None:
         """Stop cleanly: aria2 writes its control files, interrupted rows go back to queued."""
         active = any(job.kind == "download" and job.task is None for job in self.jobs.values())
         for job in list(self.jobs.values()):
             job.stop()
-            self.store.transition(job.id, S.QUEUED, "interrupted: will resume on next start", speed=0)
+            with suppress(IllegalTransition, KeyError):
+                self.store.transition(job.id, S.QUEUED, "interrupted: will resume on next start", speed=0)
         self.jobs.clear()
+        self.resolver.close()
+        self.rechecks.clear()
         # Paused and finished downloads were already removed from aria2 (control files written then).
         self.daemon.stop(graceful=active)
         self.lock.release()
@@ -132,85 +152,96 @@ class Manager:
         self._stop.set()
         self._wake.set()
 
+    # --- the one writer: calls run by the loop ---------------------------------------------------------------
+    def bind_loop(self, thread: threading.Thread) -> None:
+        """Make `thread` the loop for good (a service): other threads' calls are queued even while it restarts."""
+        self._loop_thread = thread
+
+    def in_loop(self) -> bool:
+        """Whether the calling thread may write states now: it is the loop, or no loop runs (in-process use)."""
+        loop = self._loop_thread
+        return loop is None or loop is threading.current_thread()
+
+    def call(self, fn: Callable[[], T], timeout: float | None = None, why: Callable[[], str] | None = None) -> T:
+        """Run `fn` as the loop and return its answer (or raise its exception): at once in the loop's thread,
+        else queued for the loop, waiting at most `timeout` s (Settings.command_timeout); EngineUnavailable
+        saying `why()` when no answer comes in time (the call is then never run)."""
+        if self.in_loop():
+            return fn()
+        wait = self.s.command_timeout if timeout is None else timeout
+        return self.commands.put(fn).wait(wait, why or (lambda: "the loop is busy"))
+
     # --- what to fetch ------------------------------------------------------------------------------
     def submit(self, plan: Plan) -> list[str]:
-        """Record every planned file in the DB and queue what needs work; returns the ids."""
-        for item in plan.items:
-            spec, res = item.spec, item.resolved
-            fields = dict(
-                source=spec.source,
-                revision=spec.revision,
-                dest=spec.dest,
-                size=item.size,
-                sha256=(res.sha256 if res else None) or spec.sha256,
-                sha256_origin=(res.sha256_origin if res else None) or ("manifest" if spec.sha256 else None),
-                required=spec.required,
-                manifest=spec.manifest or None,
-            )
-            row = self.store.upsert(spec.id, **fields)
-            state = S(row.state)
-            if res is not None:
-                self.resolved[spec.id] = res
-            if item.action == "present":
-                if state != S.DONE:
-                    self.store.transition(spec.id, S.VERIFYING, "found in place")
-                    self.store.transition(spec.id, S.DONE, "in place", bytes_done=item.size or 0)
-            elif item.action == "error" and item.error is not None and item.error.retryable:
-                # e.g. the hub is briefly unreachable: the loop resolves again with backoff
-                if state not in (S.QUEUED, S.DOWNLOADING, S.VERIFYING):
-                    self.store.transition(spec.id, S.QUEUED, f"queued: {item.error}", attempts=0)
-                self.store.update(spec.id, error=str(item.error), next_attempt_at=None)
-            elif item.action == "error":
-                assert item.error is not None
-                if state in (S.DONE, S.VERIFYING, S.DOWNLOADING):
-                    self.store.transition(spec.id, S.QUEUED, "requeued")
-                self.store.transition(spec.id, S.FAILED, str(item.error), level="error", error=str(item.error))
-            elif state not in (S.QUEUED, S.DOWNLOADING, S.VERIFYING):
-                self.store.transition(
-                    spec.id, S.QUEUED, f"queued ({item.action})", error=None, attempts=0, next_attempt_at=None
-                )
-            else:
-                self.store.update(spec.id, error=None, attempts=0, next_attempt_at=None)
-        return [i.spec.id for i in plan.items]
+        """Record every planned file in the DB and queue what needs work; returns the ids. The plan (resolving is
+        slow) is built by the caller; the loop applies it. Conflict when a dest belongs to another download."""
+        return self.call(lambda: self.apply(plan))
 
-    # --- commands (thread-safe) -----------------------------------------------------------------------
+    def apply(self, plan: Plan) -> list[str]:
+        """`submit`, in the loop's thread."""
+        for item in plan.items:
+            if item.action == "error" and item.error is not None and not item.error.retryable:
+                self._drop_job(item.spec.id)  # refused now: whatever runs for it stops
+        ids = apply_plan(self.store, plan)
+        for item in plan.items:
+            if item.resolved is not None:
+                self.resolved[item.spec.id] = item.resolved
+        return ids
+
+    def verify(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Hash done files again in place (all of them when `ids` is None), one at a time; returns the ids being
+        verified. A good file stays done, a bad or missing one is moved aside and marked failed."""
+        return self.call(lambda: self._begin_verify(ids))
+
+    def _begin_verify(self, ids: Sequence[str] | None) -> list[str]:
+        started = recheck.begin(self.store, ids)
+        self.rechecks.extend(i for i in started if i not in self.rechecks)
+        return started
+
+    # --- commands -----------------------------------------------------------------------------------
     def pause(self, download_id: str) -> None:
-        self._command("pause", download_id)
+        """Queue a pause for the loop (fire and forget; `act` through `call` gives an answer)."""
+        self.commands.put(lambda: self.act("pause", download_id))
 
     def resume(self, download_id: str) -> None:
-        self._command("resume", download_id)
+        self.commands.put(lambda: self.act("resume", download_id))
 
     def retry(self, download_id: str) -> None:
-        self._command("retry", download_id)
+        self.commands.put(lambda: self.act("retry", download_id))
 
     def cancel(self, download_id: str) -> None:
-        self._command("cancel", download_id)
+        self.commands.put(lambda: self.act("cancel", download_id))
 
-    def _command(self, verb: str, download_id: str) -> None:
-        self._commands.put((verb, download_id))
-        self._wake.set()
+    def act(self, verb: str, download_id: str) -> None:
+        """pause / resume / retry / cancel one download, in the loop's thread; NotFound for an unknown id. A verb
+        that does not apply to the download's state changes nothing."""
+        row = self.store.get(download_id)
+        if row is None:
+            raise NotFound(f"no download with id {download_id!r}")
+        state = S(row.state)
+        if verb == "pause" and state not in TERMINAL_STATES and state != S.PAUSED:
+            self._drop_job(download_id)
+            self.store.transition(download_id, S.PAUSED, "paused", expect=state, speed=0)
+        elif verb == "resume" and state == S.PAUSED:
+            self.store.transition(download_id, S.QUEUED, "resumed", expect=state, next_attempt_at=None)
+        elif verb == "cancel" and state != S.DONE:
+            self._drop_job(download_id)
+            remove_partial(part_path(confine(self.s.models_dir, row.dest)))
+            self.store.transition(
+                download_id, S.FAILED, "cancelled", expect=state, error="cancelled by user", speed=0, bytes_done=0
+            )
+        elif verb == "retry" and state == S.FAILED:
+            self.store.transition(
+                download_id, S.QUEUED, "retry", expect=state, attempts=0, error=None, next_attempt_at=None
+            )
 
-    def _handle_commands(self) -> None:
-        while True:
-            try:
-                verb, download_id = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            row = self.store.get(download_id)
-            if row is None:
-                continue
-            state = S(row.state)
-            if verb == "pause" and state not in TERMINAL_STATES and state != S.PAUSED:
-                self._drop_job(download_id)
-                self.store.transition(download_id, S.PAUSED, "paused", speed=0)
-            elif verb == "resume" and state == S.PAUSED:
-                self.store.transition(download_id, S.QUEUED, "resumed", next_attempt_at=None)
-            elif verb == "cancel" and state != S.DONE:
-                self._drop_job(download_id)
-                remove_partial(part_path(confine(self.s.models_dir, row.dest)))
-                self.store.transition(download_id, S.FAILED, "cancelled", error="cancelled by user", speed=0, bytes_done=0)
-            elif verb == "retry" and state == S.FAILED:
-                self.store.transition(download_id, S.QUEUED, "retry", attempts=0, error=None, next_attempt_at=None)
+    def act_all(self, verb: str) -> int:
+        """pause / resume / retry every download it applies to, in the loop's thread; returns how many."""
+        wanted = {"pause": (S.QUEUED, S.DOWNLOADING, S.VERIFYING), "resume": (S.PAUSED,), "retry": (S.FAILED,)}[verb]
+        rows = [r for r in self.store.downloads() if S(r.state) in wanted]
+        for r in rows:
+            self.act(verb, r.id)
+        return len(rows)
 
     # --- the loop -------------------------------------------------------------------------------------
     def run(
@@ -221,6 +252,15 @@ class Manager:
     ) -> list[Download]:
         """Work until every selected row is done, failed or paused (or `request_stop()`); returns the rows."""
         self.selection = set(ids) if ids is not None else None
+        if self._loop_thread is None:  # in-process: this thread is the loop while it runs
+            self._loop_thread = threading.current_thread()
+            try:
+                return self._run(on_tick, until_done)
+            finally:
+                self._loop_thread = None
+        return self._run(on_tick, until_done)
+
+    def _run(self, on_tick: Callable[[list[Download]], None] | None, until_done: bool) -> list[Download]:
         while not self._stop.is_set():
             self.tick()
             if on_tick is not None or until_done:  # a service runs forever and needs no per-tick listing
@@ -234,24 +274,28 @@ class Manager:
         return self.store.downloads(sorted(self.selection) if self.selection is not None else None)
 
     def tick(self) -> None:
-        """One pass: commands, progress of running jobs, then start what may start."""
-        self._handle_commands()
+        """One pass: commands, progress of running jobs, resolutions that came in, then start what may start."""
+        self.commands.run_pending()
         self.daemon.check_alive()
         for job in list(self.jobs.values()):
             if job.kind == "download" and job.task is None:
                 self._poll_download(job)
             else:
                 self._poll_hash(job)
+        self._collect_resolutions()
         self._start_queued()
+        self.ticks += 1
 
     # --- starting -------------------------------------------------------------------------------------
     def _start_queued(self) -> None:
         now = utcnow()
-        running = sum(1 for j in self.jobs.values() if j.kind == "download")
+        running = sum(1 for j in self.jobs.values() if j.kind == "download") + len(self.resolver)
         hashing = sum(1 for j in self.jobs.values() if j.kind != "download")
+        if hashing == 0 and self._start_recheck():
+            hashing += 1
         ids = sorted(self.selection) if self.selection is not None else None
         for row in self.store.downloads(ids, state=S.QUEUED):
-            if row.id in self.jobs:
+            if row.id in self.jobs or row.id in self.resolver:
                 continue
             if row.next_attempt_at is not None and row.next_attempt_at > now:
                 continue
@@ -270,6 +314,21 @@ class Manager:
                 if self._start_download(row, dest, part):
                     running += 1
 
+    def _start_recheck(self) -> bool:
+        """Start hashing the next file `verify` asked for; True if a hash started."""
+        while self.rechecks:
+            row = self.store.get(self.rechecks.popleft())
+            if row is None or row.state != S.VERIFYING.value or row.id in self.jobs:
+                continue  # paused or cancelled while it waited
+            dest = recheck.before_hash(self.store, self.s.models_dir, row)
+            if dest is None:
+                continue  # settled without a hash
+            job = Job(row.id, dest, dest, "recheck", row.size, row.sha256)
+            job.task = HashTask(dest, on_done=self._wake.set)
+            self.jobs[row.id] = job
+            return True
+        return False
+
     def _start_hash(self, row: Download, dest: Path, part: Path, kind: str) -> None:
         target = dest if kind == "existing" else part
         job = Job(row.id, dest, part, kind, row.size, row.sha256)
@@ -279,11 +338,11 @@ class Manager:
         self.store.transition(row.id, S.VERIFYING, what, bytes_done=0, speed=0)
 
     def _start_download(self, row: Download, dest: Path, part: Path) -> bool:
+        """Start aria2 on a queued row, or its resolution first; True if either started (a slot is taken)."""
         res = self.resolved.get(row.id)
         if res is None:
-            res = self._resolve(row)
-            if res is None:
-                return False
+            self.resolver.start(row)  # off the loop: a slow hub must not freeze progress and commands
+            return True
         size, sha256 = res.size or row.size, res.sha256 or row.sha256
         have = file_size(part) or 0
         need = max((size or 0) - have, 0)
@@ -301,17 +360,18 @@ class Manager:
         self.store.transition(row.id, S.DOWNLOADING, f"downloading{resumed}", error=None, bytes_done=have)
         return True
 
-    def _resolve(self, row: Download) -> Resolved | None:
-        pinned = row.sha256 if row.sha256_origin == "manifest" else None
-        spec = ModelSpec(id=row.id, source=row.source, dest=row.dest, revision=row.revision, sha256=pinned)
-        result = resolve_all([spec], self.s)[0]
-        if isinstance(result, SourceError):
-            self._retry_or_fail(row.id, str(result), retryable=result.retryable)
-            return None
-        self.resolved[row.id] = result
-        # What the source says now is what the file is checked against.
-        self.store.update(row.id, size=result.size, sha256=result.sha256, sha256_origin=result.sha256_origin)
-        return result
+    def _collect_resolutions(self) -> None:
+        """Write what the resolutions that finished found; a failed one is retried with backoff."""
+        for download_id, result in self.resolver.finished():
+            row = self.store.get(download_id)
+            if row is None or row.state != S.QUEUED.value:
+                continue  # paused, cancelled or removed meanwhile: the answer is no longer wanted
+            if isinstance(result, SourceError):
+                self._retry_or_fail(download_id, str(result), retryable=result.retryable)
+                continue
+            self.resolved[download_id] = result
+            # What the source says now is what the file is checked against.
+            self.store.update(download_id, size=result.size, sha256=result.sha256, sha256_origin=result.sha256_origin)
 
     # --- running --------------------------------------------------------------------------------------
     def _poll_download(self, job: Job) -> None:
@@ -379,6 +439,11 @@ class Manager:
         if not task.finished:
             self.store.update(job.id, bytes_done=task.progress)
             return
+        if job.kind == "recheck":
+            self.jobs.pop(job.id, None)
+            assert job.sha256 is not None
+            recheck.verdict(self.store, job.id, job.dest, job.sha256, task.digest, task.error)
+            return
         if task.error is not None:
             self._drop_job(job.id)
             self._retry_or_fail(job.id, f"verification failed: {task.error}")
@@ -428,25 +493,5 @@ class Manager:
 
     def _retry_or_fail(self, download_id: str, message: str, retryable: bool = True) -> None:
         """Queue again with exponential backoff, or mark failed once the attempts are used up."""
-        row = self.store.get(download_id)
-        if row is None:
-            return
-        if row.state == S.DONE.value:
-            return
-        attempts = row.attempts + 1
-        if not retryable or attempts >= self.s.max_attempts:
-            final = message if not retryable else f"{message} (gave up after {attempts} attempts)"
-            self.store.transition(download_id, S.FAILED, final, level="error", error=final, attempts=attempts)
-            return
-        delay = min(60.0, self.s.retry_base_seconds * 2 ** (attempts - 1))
-        self.store.transition(
-            download_id,
-            S.QUEUED,
-            f"{message}: retrying in {delay:.0f} s (attempt {attempts + 1} of {self.s.max_attempts})",
-            level="warning",
-            error=message,
-            attempts=attempts,
-            next_attempt_at=utcnow() + timedelta(seconds=delay),
-            speed=0,
-        )
+        retry_or_fail(self.store, self.s, download_id, message, retryable)
         self.resolved.pop(download_id, None)  # resolve afresh: the failure may be a stale URL

@@ -2,6 +2,13 @@
 
 `downloader serve` and the web app share one `DownloadService`. If another process owns the workspace (a CLI
 `fetch`), the service keeps answering and takes over the downloads as soon as that process lets go.
+
+The manager loop is the one writer of download states: every call that changes something resolves what it needs
+in the calling thread, then hands the change to the loop and waits (at most `Settings.command_timeout`) for its
+answer; no answer in time, or no engine running, is `EngineUnavailable` saying why. The loop cannot die silently:
+an exception is logged with its traceback and the loop restarts after 1, 2, 4 ... s (at most
+LOOP_BACKOFF_MAX), requeueing what was interrupted and starting aria2c again if it died; `health()` says meanwhile
+what is wrong.
 """
 
 from __future__ import annotations
@@ -9,30 +16,34 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
+from .commands import Conflict, EngineUnavailable, NotFound
 from .config import Settings
-from .errors import DownloaderError, ManifestError, WorkspaceBusy
+from .errors import Aria2Error, ManifestError, WorkspaceBusy
 from .files import control_path, part_path
+from .intake import dest_taken
 from .manager import Manager
 from .manifest import Catalog, ModelSpec, confine, load_catalog
-from .plan import build_plan
+from .plan import Plan, build_plan
 from .readiness import Missing, missing, preset_requirements
 from .state import TERMINAL_STATES, Download, DownloadState, Store, bytes_done
 
 log = logging.getLogger(__name__)
 S = DownloadState
+T = TypeVar("T")
+LOOP_BACKOFF_MAX = 30.0  # seconds between restarts of a loop that keeps failing, at most
+__all__ = ["Conflict", "DownloadService", "EngineUnavailable", "Health", "NotFound", "PresetView"]
 
 
-class NotFound(DownloaderError, KeyError):
-    """No such download or preset."""
+class Health(NamedTuple):
+    """Whether the engine works (`ok`), and if not, why in words: `ok, reason = service.health()`."""
 
-
-class Conflict(DownloaderError):
-    """The request contradicts what exists (an id or a dest already taken)."""
+    ok: bool
+    reason: str | None
 
 
 @dataclass
@@ -54,39 +65,71 @@ class DownloadService:
         self.preset_required = preset_requirements(self.catalog, settings.model_presets or ())
         self.manager = Manager(settings, self.store)
         self.owner_note: str | None = None  # why we are not downloading (another owner), for the UI
-        self.fatal: str | None = None  # the manager thread died with this error
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._submit_lock = threading.Lock()
+        # What is wrong, and the loop's tick count when it was said: a tick completed since means it recovered.
+        self._problem: str = "starting"
+        self._problem_at = 0
+        self._failing = False  # the problem is a failure (not starting, not waiting for another owner)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the manager thread (it waits for the workspace lock if someone else holds it)."""
         self._thread = threading.Thread(target=self._run, name="manager", daemon=True)
+        self.manager.bind_loop(self._thread)  # from now on only that thread writes download states
         self._thread.start()
 
     def _run(self) -> None:
+        started, delay = False, 1.0
         while not self._stopping.is_set():
+            began = time.monotonic()
             try:
-                self.manager.start()
-                break
+                if started:
+                    self.manager.recover()
+                else:
+                    self.manager.start()
+                    started, self.owner_note = True, None
+                self.manager.run(None, until_done=False)
             except WorkspaceBusy as e:
                 self.owner_note = f"{e}; downloads resume here when it finishes"
+                self._report(f"waiting: {self.owner_note}", failing=False)
                 self._stopping.wait(2)
-            except DownloaderError as e:
-                self.fatal = str(e)
-                log.error("downloader cannot start: %s", e)
-                return
-        else:
-            return
-        self.owner_note = None
-        try:
-            self.manager.run(None, until_done=False)
-        except DownloaderError as e:
-            self.fatal = str(e)
-            log.error("download manager stopped: %s", e)
-        finally:
-            self.manager.close()
+            except Exception as e:  # whatever it is, it is logged and the loop comes back
+                if time.monotonic() - began > LOOP_BACKOFF_MAX:
+                    delay = 1.0  # it had been working for a while: this is a new problem, not the same one again
+                reason = f"aria2c not running: {e}" if isinstance(e, Aria2Error) else f"the loop failed: {type(e).__name__}: {e}"
+                self._report(reason, failing=True)
+                log.exception("download engine: %s; restarting in %.0f s", reason, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, LOOP_BACKOFF_MAX)
+        if started:
+            try:
+                self.manager.close()
+            except Exception:  # stopping anyway; say what went wrong
+                log.exception("download engine: closing failed")
+
+    def _report(self, problem: str, failing: bool) -> None:
+        self._problem, self._problem_at, self._failing = problem, self.manager.ticks, failing
+
+    def health(self) -> Health:
+        """Ok once the loop completes ticks; else the reason: starting, waiting for another owner, "aria2c not
+        running: ..." (missing, crashing, restarting), "the loop failed: ...", or stopped. For /healthz."""
+        if self._stopping.is_set():
+            return Health(False, "stopped")
+        if self._thread is None:
+            return Health(False, "not started")
+        if not self._thread.is_alive():
+            return Health(False, f"the engine thread ended: {self._problem}")
+        if self.manager.ticks > self._problem_at:
+            return Health(True, None)
+        return Health(False, self._problem)
+
+    @property
+    def fatal(self) -> str | None:
+        """What keeps the engine from working right now, when it is a failure (not starting or waiting)."""
+        ok, reason = self.health()
+        return None if ok or not self._failing else reason
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the manager (downloads resume on the next start) and wait for it."""
@@ -95,6 +138,12 @@ class DownloadService:
         if self._thread is not None:
             self._thread.join(timeout)
         self.store.close()
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in the manager loop and return its answer; EngineUnavailable when the engine cannot answer."""
+        if self._thread is None or not self._thread.is_alive() or self._stopping.is_set():
+            raise EngineUnavailable(f"the download engine is not running ({self.health().reason})")
+        return self.manager.call(fn, self.settings.command_timeout, lambda: self.health().reason or "the loop is busy")
 
     @property
     def daemon_log(self) -> Path:
@@ -131,6 +180,7 @@ class DownloadService:
         done = sum(bytes_done(r["state"], r["size"], r["bytes_done"]) for r in rows)
         speed = sum(r["speed"] for r in rows if r["state"] == S.DOWNLOADING.value)
         ready = not self.missing(rows)
+        health = self.health()
         return {
             "counts": counts,
             "bytes_total": total,
@@ -138,8 +188,8 @@ class DownloadService:
             "speed": speed,
             "comfyui_ready": ready,
             "required_done": ready,  # the older name of comfyui_ready, kept for scripts that read it
-            "manager": "running" if self.running else ("failed" if self.fatal else "waiting"),
-            "note": self.fatal or self.owner_note,
+            "manager": "running" if health.ok else ("failed" if self._failing else "waiting"),
+            "note": health.reason,
         }
 
     def missing(self, rows: list[dict[str, Any]] | None = None) -> Missing:
@@ -179,52 +229,68 @@ class DownloadService:
         return self._submit(specs)
 
     def add(self, spec: ModelSpec) -> str:
-        """Queue an ad-hoc download (not in a manifest); refuses ids and dests that are taken."""
+        """Queue an ad-hoc download (not in a manifest); refuses ids and dests that are taken (Conflict)."""
         confine(self.settings.models_dir, spec.dest)  # ValueError for a dest outside the models dir
+        self._check_add(spec)  # early, before resolving; the loop checks again where it writes
+        plan = self._plan([spec])
+        return self._call(lambda: self._apply_add(spec, plan))[0]
+
+    def _check_add(self, spec: ModelSpec) -> None:
         existing = self.store.get(spec.id)
         same = existing is not None and (existing.source, existing.dest) == (spec.source, spec.dest)
         if (spec.id in self.catalog.models or existing is not None) and not same:
             raise Conflict(f"id {spec.id!r} is already used by another download")
-        for row in self.store.downloads():
-            if row.dest == spec.dest and row.id != spec.id:
-                raise Conflict(f"dest {spec.dest!r} is already the destination of {row.id!r}")
-        self._submit([spec])
-        return spec.id
+        taken = dest_taken(self.store, spec.id, spec.dest)
+        if taken is not None:
+            raise taken
+
+    def _apply_add(self, spec: ModelSpec, plan: Plan) -> list[str]:
+        self._check_add(spec)  # in the loop: of two adds of one dest at once, the second finds the first's row
+        return self.manager.apply(plan)
 
     def _submit(self, specs: Sequence[ModelSpec]) -> list[str]:
+        plan = self._plan(specs)
+        return self._call(lambda: self.manager.apply(plan))
+
+    def _plan(self, specs: Sequence[ModelSpec]) -> Plan:
+        """Resolve and plan in the calling thread (slow: it talks to the hub); raise what refuses it outright."""
         with self._submit_lock:  # two clicks on one preset must not plan it twice at once
             plan = build_plan(specs, self.settings, self.store)
-            plan.check_disk()
-            refused = [i.error for i in plan.errors if i.error is not None and not i.error.retryable]
-            if len(specs) == 1 and refused:
-                # One file asked for and refused (404, pinned sha256 disagrees, ...): say so to the caller.
-                raise refused[0]
-            return self.manager.submit(plan)
+        plan.check_disk()
+        refused = [i.error for i in plan.errors if i.error is not None and not i.error.retryable]
+        if len(specs) == 1 and refused:
+            # One file asked for and refused (404, pinned sha256 disagrees, ...): say so to the caller.
+            raise refused[0]
+        return plan
 
     def pause(self, download_id: str) -> None:
         self.get(download_id)
-        self.manager.pause(download_id)
+        self._call(lambda: self.manager.act("pause", download_id))
 
     def resume(self, download_id: str) -> None:
         self.get(download_id)
-        self.manager.resume(download_id)
+        self._call(lambda: self.manager.act("resume", download_id))
 
     def retry(self, download_id: str) -> None:
         self.get(download_id)
-        self.manager.retry(download_id)
+        self._call(lambda: self.manager.act("retry", download_id))
 
     def cancel(self, download_id: str) -> None:
         """Stop a download and delete its partial file; a placed file is left alone."""
         self.get(download_id)
-        self.manager.cancel(download_id)
+        self._call(lambda: self.manager.act("cancel", download_id))
 
     def bulk(self, verb: str) -> int:
         """pause / resume / retry every download it applies to; returns how many."""
-        wanted = {"pause": (S.QUEUED, S.DOWNLOADING, S.VERIFYING), "resume": (S.PAUSED,), "retry": (S.FAILED,)}[verb]
-        rows = [r for r in self.store.downloads() if S(r.state) in wanted]
-        for r in rows:
-            getattr(self.manager, verb)(r.id)
-        return len(rows)
+        if verb not in ("pause", "resume", "retry"):
+            raise ValueError(f"unknown action {verb!r} for all (pause, resume or retry)")
+        return self._call(lambda: self.manager.act_all(verb))
+
+    def verify(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Hash the done files among `ids` (every done file when None) again in place, one at a time, through the
+        loop; returns the ids being verified (their rows show `verifying` meanwhile). A good file stays done
+        ("sha256 verified again"); a bad or missing one is moved aside and marked failed with the reason."""
+        return self._call(lambda: self.manager.verify(ids))
 
     def wait_settled(self, ids: Sequence[str], timeout: float) -> bool:
         """Block until the given downloads are done or failed (tests, scripts); False on time-out."""

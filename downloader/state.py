@@ -7,6 +7,7 @@ entrypoint writes components, the web layer reads both. WAL mode lets readers ru
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,11 +23,16 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    func,
     select,
+    text,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -83,6 +89,11 @@ def bytes_done(state: str, size: int | None, done: int) -> int:
     return (size or 0) if state == S.DONE.value else done
 
 
+UNIQUE_DEST_INDEX = "ux_downloads_dest"
+# Which of several rows with one dest an old database keeps (see `_dedupe_dests`): the most advanced one.
+_KEEP_ORDER = {"done": 0, "verifying": 1, "downloading": 2, "queued": 3, "paused": 4, "failed": 5}
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -91,6 +102,8 @@ class Download(Base):
     """One file to fetch and place."""
 
     __tablename__ = "downloads"
+    # Two downloads must never write one file: the database refuses a second row with the same dest.
+    __table_args__ = (Index(UNIQUE_DEST_INDEX, "dest", unique=True),)
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     source: Mapped[str]
@@ -179,7 +192,50 @@ def make_engine(db_path: Path) -> Engine:
             if "already exists" not in str(e) or attempt == 4:
                 raise
             time.sleep(0.05)
+    _ensure_unique_dests(engine)
     return engine
+
+
+def _ensure_unique_dests(engine: Engine) -> None:
+    """Give a database made before the unique-dest rule its index; duplicates it holds are resolved first."""
+    with engine.begin() as conn:
+        if conn.execute(text("SELECT 1 FROM sqlite_master WHERE type='index' AND name=:n"), {"n": UNIQUE_DEST_INDEX}).first():
+            return
+        _dedupe_dests(conn)
+        conn.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS {UNIQUE_DEST_INDEX} ON downloads (dest)"))
+
+
+def _dedupe_dests(conn: Any) -> None:
+    """Keep one row per dest (done first, then the furthest along, then the newest); delete the others with their
+    events, and say so in the kept row's history and the log. Two rows for one file could only fight over it."""
+    rows = conn.execute(
+        text("SELECT id, dest, state, updated_at FROM downloads WHERE dest IN "
+             "(SELECT dest FROM downloads GROUP BY dest HAVING COUNT(*) > 1)")
+    ).all()
+    by_dest: dict[str, list[Any]] = {}
+    for row in rows:
+        by_dest.setdefault(row.dest, []).append(row)
+    for dest, group in by_dest.items():
+        group.sort(key=lambda r: (_KEEP_ORDER.get(r.state, 9), -_timestamp(r.updated_at)))
+        keep, drop = group[0], [r.id for r in group[1:]]
+        for download_id in drop:
+            conn.execute(text("DELETE FROM events WHERE download_id = :id"), {"id": download_id})
+            conn.execute(text("DELETE FROM downloads WHERE id = :id"), {"id": download_id})
+        message = f"removed {', '.join(sorted(drop))}: same destination {dest} (one download per file)"
+        conn.execute(
+            text("INSERT INTO events (download_id, at, level, message) VALUES (:id, :at, 'warning', :m)"),
+            {"id": keep.id, "at": utcnow(), "m": message},
+        )
+        log.warning("state database: kept %s for %s and %s", keep.id, dest, message)
+
+
+def _timestamp(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 class Store:
@@ -243,6 +299,11 @@ class Store:
         finally:
             conn.close()
 
+    def holder_of(self, dest: str) -> Download | None:
+        """The download whose destination is `dest` (there is at most one)."""
+        with self.session() as s:
+            return s.scalars(select(Download).where(Download.dest == dest)).first()
+
     def upsert(self, download_id: str, **fields: Any) -> Download:
         """Create a row or update its descriptive fields (never its state: use `transition`)."""
         assert "state" not in fields, "state changes go through transition()"
@@ -270,26 +331,47 @@ class Store:
             row.updated_at = utcnow()
 
     def transition(
-        self, download_id: str, new: DownloadState, message: str | None = None, level: str = "info", **fields: Any
+        self,
+        download_id: str,
+        new: DownloadState,
+        message: str | None = None,
+        level: str = "info",
+        *,
+        expect: DownloadState | None = None,
+        **fields: Any,
     ) -> Download:
-        """Move a download to `new` (checked against TRANSITIONS), set fields, and record an event."""
+        """Move a download to `new` (checked against TRANSITIONS), set fields, and record an event, all in one
+        transaction. The UPDATE carries the state the move starts from (`expect`, else the state read just
+        before): a row another writer moved meanwhile makes the move refused (IllegalTransition), never half-made."""
         with self.session() as s:
-            row = s.get(Download, download_id)
-            if row is None:
+            found = s.execute(select(Download.state).where(Download.id == download_id)).first()
+            if found is None:
                 raise KeyError(download_id)
-            old = DownloadState(row.state)
+            old = DownloadState(found.state)
+            if expect is not None and old != expect:
+                raise IllegalTransition(f"{download_id}: {expect.value} -> {new.value} refused: it is {old.value} now")
             if new != old and new not in TRANSITIONS[old]:
                 raise IllegalTransition(f"{download_id}: {old.value} -> {new.value}")
-            row.state = new.value
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.updated_at = utcnow()
-            if new == S.DOWNLOADING and row.started_at is None:
-                row.started_at = row.updated_at
+            now = utcnow()
+            values: dict[str, Any] = {**fields, "state": new.value, "updated_at": now}
+            if new == S.DOWNLOADING:
+                values["started_at"] = func.coalesce(Download.started_at, now)  # a resume keeps the first start
             if new in TERMINAL_STATES:
-                row.finished_at = row.updated_at
-                row.speed = 0
+                values["finished_at"], values["speed"] = now, 0
+            moved = s.execute(
+                update(Download)
+                .where(Download.id == download_id, Download.state == old.value)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount != 1:  # raising rolls the transaction back: nothing of the move is stored
+                now_state = s.scalar(select(Download.state).where(Download.id == download_id))
+                raise IllegalTransition(
+                    f"{download_id}: {old.value} -> {new.value} refused: the download moved to {now_state} meanwhile"
+                )
             s.add(Event(download_id=download_id, level=level, message=message or new.value))
+            row = s.get(Download, download_id)
+            assert row is not None
             return row
 
     def delete(self, download_id: str) -> None:

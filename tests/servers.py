@@ -71,7 +71,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-__all__ = ["FakeHub", "FileInfo", "FileServer", "RequestRecord"]
+__all__ = ["FakeHub", "FileInfo", "FileServer", "Hold", "RequestRecord"]
 
 _log = logging.getLogger(__name__)
 
@@ -669,6 +669,17 @@ class _ServerBase:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Hold:
+    """Requests kept waiting by ``FileServer.hold``: ``arrived`` once one waits; ``release()`` lets them go."""
+
+    arrived: threading.Event
+    released: threading.Event
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class FileServer(_ServerBase):
     """A CDN stand-in: static files with ranges, pacing, signed URLs and faults.
 
@@ -688,6 +699,7 @@ class FileServer(_ServerBase):
         self._version = 0
         self._bearer: str | None = None
         self.clock: Callable[[], float] = time.time
+        self._holds: dict[str, Hold] = {}
 
     # -- content -------------------------------------------------------------
 
@@ -750,6 +762,24 @@ class FileServer(_ServerBase):
         """Send headers and ``after_bytes`` of body, then nothing for ``seconds``, then close."""
         self._add_fault(_Fault("stall", count, path, after_bytes=after_bytes, seconds=seconds))
 
+    def hold(self, path: str) -> Hold:
+        """Keep every request for ``path`` (HEAD and GET) waiting, with no answer, until ``release()``; a slow
+        server or hub. ``arrived`` is set once a request waits."""
+        hold = Hold(threading.Event(), threading.Event())
+        with self._lock:
+            self._holds[path] = hold
+        return hold
+
+    def _wait_if_held(self, path: str) -> None:
+        with self._lock:
+            hold = self._holds.get(path)
+        if hold is None:
+            return
+        hold.arrived.set()
+        while not hold.released.wait(_POLL_SLICE):
+            if self._stop_event.is_set():
+                raise _Aborted("server stopping")
+
     def require_bearer(self, token: str | None) -> None:
         """Demand ``Authorization: Bearer <token>`` on every request (None: no auth)."""
         self._bearer = token
@@ -782,6 +812,7 @@ class FileServer(_ServerBase):
     # -- routing ---------------------------------------------------------------
 
     def _route(self, ex: _Exchange) -> None:
+        self._wait_if_held(ex.path)
         if ex.method not in ("GET", "HEAD"):
             ex.send_simple(405, b"Method Not Allowed\n", {"Allow": "GET, HEAD"})
             return

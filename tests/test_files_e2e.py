@@ -18,7 +18,7 @@ import pytest
 
 from downloader.config import Settings
 from downloader.service import DownloadService
-from tests.conftest import served
+from tests.conftest import served, wait_service_started
 from web import create_app
 from web.auth import AuthConfig
 
@@ -51,6 +51,7 @@ def web(settings: Settings) -> Iterator[Web]:
     os.symlink("/etc", ws / "etc-link")  # a link leading outside the workspace
     svc = DownloadService(settings)
     svc.start()
+    wait_service_started(svc)
     app = create_app(
         settings, svc, test_config={"FILES_UPLOAD_CHUNK": 1 << 20}, auth_config=AuthConfig(PASSWORD, "DOWNLOADER_PASSWORD")
     )

@@ -15,6 +15,7 @@ from downloader.config import Settings
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
 from web import create_app
+from tests.conftest import wait_service_started
 from web.auth import AuthConfig, resolve_auth
 
 PASSWORD = "correct horse battery staple"
@@ -48,6 +49,7 @@ def svc(settings, cdn, files, manifest) -> Iterator[DownloadService]:
     """)
     service = DownloadService(settings.with_(hf_token=TOKEN), catalog=load_catalog([path], settings.models_dir))
     service.start()
+    wait_service_started(service)
     yield service
     service.stop()
 
@@ -307,6 +309,7 @@ def test_pause_resume_cancel_retry_on_a_slow_download(settings, make_blob, manif
         """)
         svc = DownloadService(settings, catalog=load_catalog([path], settings.models_dir))
         svc.start()
+        wait_service_started(svc)
         try:
             client = create_app(settings, svc, auth_config=AuthConfig(PASSWORD, "x")).test_client()
             assert client.post("/api/models/s/start", headers=BEARER).status_code == 202
@@ -367,11 +370,13 @@ def test_installation_status_reports_components_and_overall_percent(client, svc,
     assert client.get("/installation-status", headers=BEARER).status_code == 200
 
 
-def test_component_logs_outside_the_workspace_are_not_shown(client):
-    client.post("/api/installation-status/evil", headers=BEARER, json={"state": "running", "log_path": "/etc/shadow"})
+def test_component_logs_outside_the_workspace_are_not_shown(client, svc):
+    res = client.post("/api/installation-status/evil", headers=BEARER, json={"state": "running", "log_path": "/etc/shadow"})
+    assert res.status_code == 400 and "log file" in res.get_json()["error"]  # refused when reported (#13)...
+    svc.store.set_component("evil", "running", None, "/etc/shadow")  # ...and not shown when recorded some other way
     data = client.get("/api/installation-status", headers=BEARER).get_json()
     evil = next(c for c in data["components"] if c["name"] == "evil")
-    assert evil["log"] == ["(log /etc/shadow is outside the workspace: not shown)"]
+    assert evil["log"] == ["(log /etc/shadow is not a log file in the workspace: not shown)"]
 
 
 @pytest.mark.parametrize("body", [{"state": "exploded"}, {}, None])

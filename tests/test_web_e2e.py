@@ -20,7 +20,7 @@ import pytest
 from downloader.config import Settings
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
-from tests.conftest import served
+from tests.conftest import served, wait_service_started
 from tests.servers import FileServer
 from web import create_app
 from web.auth import AuthConfig
@@ -73,6 +73,7 @@ def web(settings: Settings, make_blob, manifest) -> Iterator[Web]:
         )
         svc = DownloadService(settings, catalog=load_catalog([path], settings.models_dir))
         svc.start()
+        wait_service_started(svc)
         app = create_app(settings, svc, auth_config=AuthConfig(PASSWORD, "DOWNLOADER_PASSWORD"))
         try:
             with served(app) as url:

@@ -30,8 +30,15 @@ from pydantic import ValidationError
 from downloader.comfy import MODEL_FOLDERS
 from downloader.errors import DiskSpaceError, SourceError
 from downloader.manifest import ModelSpec
-from downloader.service import Conflict, DownloadService, NotFound
-from downloader.state import ACTIONS, AVAILABLE, STATE_LABELS, DownloadState, bytes_done
+from downloader.service import Conflict, DownloadService, EngineUnavailable, NotFound
+from downloader.state import (
+    ACTIONS,
+    AVAILABLE,
+    STATE_LABELS,
+    DownloadState,
+    IllegalTransition,
+    bytes_done,
+)
 
 from . import service
 from .live import is_htmx, with_flash
@@ -177,6 +184,19 @@ def _fail(status: int, message: str) -> Any:
         return _error(status, message)
     flash(message, "error")
     return redirect(url_for("downloads.page"))
+
+
+@bp.app_errorhandler(EngineUnavailable)
+def _engine_unavailable(e: EngineUnavailable) -> Any:
+    """Any route: the download loop could not take the request (starting, aria2c down, the loop failing)."""
+    return _fail(503, str(e))
+
+
+@bp.errorhandler(Conflict)
+@bp.errorhandler(IllegalTransition)
+def _conflict(e: Exception) -> Any:
+    """A destination another download has, or a row another process moved at that very moment."""
+    return _fail(409, str(e))
 
 
 @bp.get("/")

@@ -158,13 +158,19 @@ def report(name: str) -> Any:
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """Open (no login): for Docker HEALTHCHECK and orchestrators; comfyui_ready follows downloader.readiness."""
-    summary = service().summary()
-    return jsonify(
-        status="ok",
+    """Open (no login): for Docker HEALTHCHECK and orchestrators; 503 with the reason while the download engine
+    cannot run; comfyui_ready follows downloader.readiness."""
+    svc = service()
+    summary = svc.summary()
+    ok, reason = svc.health()
+    body = jsonify(
+        status="ok" if ok else "unavailable",
+        reason=reason,
         version=current_app.config.get("VERSION"),
         downloads=summary["counts"],
         comfyui_ready=summary["comfyui_ready"],
         required_done=summary["required_done"],
         manager=summary["manager"],
     )
+    # 503 while the engine cannot run (Docker's HEALTHCHECK and orchestrators see it); the body says why.
+    return body, 200 if ok else 503

@@ -249,11 +249,80 @@ def page(browser: Any, expected_failures: list[str]) -> Iterator[Any]:
 def wait_service_started(svc: Any, timeout: float = 60.0) -> None:
     """Wait for a started DownloadService's start-up work, which runs in its background thread: the workspace lock,
     the models folder, aria2c answering. Done once the lock file names aria2's pid (recorded after all that).
-    Tests that snapshot the workspace wait for this first, or they see the models folder appear."""
+    Tests that snapshot the workspace wait for this first, or they see the models folder appear. Then the loop's
+    first tick: `health()` ok, so /healthz answers 200 and commands are answered at once."""
     import time
 
     deadline = time.monotonic() + timeout
-    while not (svc.running and "aria2_pid" in svc.manager.lock.owner()):
+    while not (svc.running and "aria2_pid" in svc.manager.lock.owner() and svc.health().ok):
         assert svc.fatal is None, f"the service could not start: {svc.fatal}"
         assert time.monotonic() < deadline, f"the service did not start in {timeout:.0f} s ({svc.owner_note})"
         time.sleep(0.05)
+
+
+@dataclass
+class ServiceProcess:
+    """`python -m downloader serve` running as its own process for a test workspace."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path  # what it printed (stdout and stderr)
+
+    def api(self, method: str, path: str, password: str, body: Any = None) -> tuple[int, Any]:
+        """One call to its JSON API with `Authorization: Bearer <password>`, as a script would make it."""
+        import http.client
+        import json
+
+        headers = {"Authorization": f"Bearer {password}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+            res = conn.getresponse()
+            raw = res.read()
+        finally:
+            conn.close()
+        return res.status, (json.loads(raw) if raw else None)
+
+
+@contextmanager
+def service_process(settings: Settings, log: Path, timeout: float = 60.0, **env: str) -> Iterator[ServiceProcess]:
+    """Start the service on a free loopback port; yield once /healthz answers; SIGTERM it (then kill) at the end."""
+    import http.client
+    import signal
+    import time
+
+    from downloader.aria2 import free_port
+
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "downloader", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=cli_env(settings, **env),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"the service exited ({proc.returncode}):\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"the service did not answer in {timeout:.0f} s:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield ServiceProcess(proc, port, log)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)

@@ -21,7 +21,8 @@ from .errors import ConfigError
 N = TypeVar("N", int, float)
 # Files in the state folder that hold secrets: never served by the file manager.
 UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE = "ui-password", "session-key", "jupyter-token"
-SECRET_STATE_FILES = frozenset({UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE})
+SERVICE_FILE = "service.json"  # the running service's port and local token, for the CLI (downloader.locks)
+SECRET_STATE_FILES = frozenset({UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE, SERVICE_FILE})
 # The manifests shipped with the project live next to the package (repo layout / editable install).
 LOGS_FOLDER = "logs"  # $WORKSPACE/logs: the entrypoint's children log there
 SHIPPED_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
@@ -208,6 +209,7 @@ class PodSettings:
     custom_nodes: tuple[str, ...]
     grace: float
     max_restarts: int
+    stable_seconds: float  # a service that ran this long without exiting has its restart count reset
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> PodSettings:
@@ -234,4 +236,5 @@ class PodSettings:
             custom_nodes=tuple(u.strip() for u in env.get("CUSTOM_NODES", DEFAULT_NODES).split(",") if u.strip()),
             grace=_env_number(env, "STOP_GRACE_SECONDS", 10.0, 0.0, 86400.0, float),
             max_restarts=_env_number(env, "SERVICE_MAX_RESTARTS", 5, 0, 1_000_000, int),
+            stable_seconds=_env_number(env, "SERVICE_STABLE_SECONDS", 60.0, 1.0, 86400.0, float),
         )

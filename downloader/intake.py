@@ -8,13 +8,26 @@ another process.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy.exc import IntegrityError
 
 from .commands import Conflict
+from .manifest import ModelSpec
 from .plan import Plan, PlanItem
 from .state import DownloadState, Store
 
 S = DownloadState
+
+
+def add_refused(store: Store, catalog_ids: Collection[str], spec: ModelSpec) -> Conflict | None:
+    """The rule for an added download (`POST /api/downloads`, `downloader add`): an id that a manifest model or
+    another download has, or a destination another download has, is refused; adding the same thing again is not."""
+    existing = store.get(spec.id)
+    same = existing is not None and (existing.source, existing.dest) == (spec.source, spec.dest)
+    if (spec.id in catalog_ids or existing is not None) and not same:
+        return Conflict(f"id {spec.id!r} is already used by another download")
+    return dest_taken(store, spec.id, spec.dest)
 
 
 def dest_taken(store: Store, download_id: str, dest: str) -> Conflict | None:

@@ -367,3 +367,9 @@ def load_catalog(paths: Iterable[Path], models_dir: Path) -> Catalog:
                     field=f"presets.{preset_name}",
                 )
     return catalog
+
+
+def default_id(dest: str) -> str:
+    """The id of an added download when none is given: its file name without the extension, made plain."""
+    name = dest.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:100] or "download"

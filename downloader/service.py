@@ -25,7 +25,7 @@ from .commands import Conflict, EngineUnavailable, NotFound
 from .config import Settings
 from .errors import Aria2Error, ManifestError, WorkspaceBusy
 from .files import control_path, part_path
-from .intake import dest_taken
+from .intake import add_refused
 from .manager import Manager
 from .manifest import Catalog, ModelSpec, confine, load_catalog
 from .plan import Plan, build_plan
@@ -236,13 +236,9 @@ class DownloadService:
         return self._call(lambda: self._apply_add(spec, plan))[0]
 
     def _check_add(self, spec: ModelSpec) -> None:
-        existing = self.store.get(spec.id)
-        same = existing is not None and (existing.source, existing.dest) == (spec.source, spec.dest)
-        if (spec.id in self.catalog.models or existing is not None) and not same:
-            raise Conflict(f"id {spec.id!r} is already used by another download")
-        taken = dest_taken(self.store, spec.id, spec.dest)
-        if taken is not None:
-            raise taken
+        refused = add_refused(self.store, self.catalog.models, spec)
+        if refused is not None:
+            raise refused
 
     def _apply_add(self, spec: ModelSpec, plan: Plan) -> list[str]:
         self._check_add(spec)  # in the loop: of two adds of one dest at once, the second finds the first's row

@@ -29,7 +29,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from downloader.aria2 import free_port
-from downloader.config import Settings
+from downloader.config import SECRET_STATE_FILES, Settings
 from downloader.manifest import ModelSpec
 from downloader.service import DownloadService
 from tests.conftest import REPO, cli_env, test_settings, wait_service_started
@@ -1147,7 +1147,7 @@ def test_a_connection_cut_mid_chunk_leaves_no_half_file(served: Served) -> None:
     target.unlink()
 
 
-@pytest.mark.parametrize("name", ["ui-password", "session-key", "jupyter-token"])
+@pytest.mark.parametrize("name", sorted(SECRET_STATE_FILES))  # service.json too: the CLI's local token
 @pytest.mark.parametrize("route", ["/api/files/download", "/api/files/raw", "/api/files/text"])
 def test_secret_files_in_the_state_folder_are_never_served(env: Env, client: Any, name: str, route: str) -> None:
     secret = env.settings.state_dir / name

@@ -1,6 +1,8 @@
 """Login for every page and API: the pod's port is public through its proxy, so a password is on by default.
 
 People log in once (a session cookie); scripts send HTTP basic (any user name) or `Authorization: Bearer`.
+Local clients (the CLI on the same machine) send the service's per-start local token the same way: `downloader
+serve` keeps it in an owner-only file in the state folder, never on a command line or in a log.
 State-changing requests made with the cookie need the CSRF token; header-authenticated ones cannot be forged
 by another site, so they do not.
 """
@@ -12,7 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,6 +50,19 @@ class AuthConfig:
     password: str | None
     source: str  # "DOWNLOADER_PASSWORD", "JUPYTER_PASSWORD", "generated", "none"
     file: Path | None = None
+    local_token: str | None = None  # accepted like the password in a header (see `with_local_token`)
+
+    def accepts(self, supplied: str) -> bool:
+        """Whether a header credential is the password or the local token (constant-time comparisons)."""
+        return any(
+            secret is not None and hmac.compare_digest(supplied.encode(), secret.encode())
+            for secret in (self.password, self.local_token)
+        )
+
+
+def with_local_token(config: AuthConfig) -> AuthConfig:
+    """The same config plus a fresh random token for local clients (one per start of the service)."""
+    return replace(config, local_token=secrets.token_urlsafe(32))
 
 
 def _read_or_create(path: Path, make: callable) -> str:  # type: ignore[valid-type]
@@ -109,7 +124,7 @@ def guard() -> object | None:
             csrf.protect()
         return None
     supplied = _header_password()
-    if supplied is not None and hmac.compare_digest(supplied.encode(), config.password.encode()):
+    if supplied is not None and config.accepts(supplied):
         g.auth_via = "header"
         return None
     if session.get("auth") and hmac.compare_digest(session["auth"], _marker(config.password)):

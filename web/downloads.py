@@ -8,7 +8,6 @@ buttons, the "add a download" card as a fragment, and polls `GET /downloads/live
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from pydantic import ValidationError
 
 from downloader.comfy import MODEL_FOLDERS
 from downloader.errors import DiskSpaceError, SourceError
-from downloader.manifest import ModelSpec
+from downloader.manifest import ModelSpec, default_id
 from downloader.service import Conflict, DownloadService, EngineUnavailable, NotFound
 from downloader.state import (
     ACTIONS,
@@ -259,11 +258,6 @@ def list_downloads() -> Any:
     return Response(_cache().get(lambda: snapshot(service())), mimetype="application/json")
 
 
-def _slug(dest: str) -> str:
-    name = dest.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:100] or "download"
-
-
 class Refused(Exception):
     """An addition refused, with the HTTP status to answer with."""
 
@@ -287,7 +281,7 @@ def _add(body: Any) -> ModelSpec:
     body = {k: v for k, v in body.items() if v not in ("", None)}
     if "size" in body and isinstance(body["size"], str) and body["size"].isdigit():
         body["size"] = int(body["size"])
-    body.setdefault("id", _slug(str(body.get("dest", ""))))
+    body.setdefault("id", default_id(str(body.get("dest", ""))))
     try:
         spec = ModelSpec.model_validate(body)
     except ValidationError as e:

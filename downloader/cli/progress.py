@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -17,9 +19,51 @@ from rich.progress import (
 )
 
 from ..errors import human_bytes
-from ..state import ACTIVE_STATES, TERMINAL_STATES, Download, DownloadState, bytes_done
+from ..state import ACTIVE_STATES, TERMINAL_STATES, DownloadState, bytes_done
 
 S = DownloadState
+
+
+class RowLike(Protocol):
+    """What progress and the end-of-fetch report read of a download: a state DB row, or a service's JSON row."""
+
+    id: str
+    dest: str
+    state: str
+    size: int | None
+    bytes_done: int
+    speed: int
+    error: str | None
+    verified: bool
+
+
+@dataclass(frozen=True)
+class Row:
+    """A download as `GET /api/downloads` shows it, with the attributes of a state DB row."""
+
+    id: str
+    dest: str
+    state: str
+    size: int | None
+    bytes_done: int
+    speed: int
+    error: str | None
+    verified: bool
+    updated_at: str | None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Row:
+        return cls(
+            id=data["id"],
+            dest=data.get("dest", ""),
+            state=data["state"],
+            size=data.get("size"),
+            bytes_done=data.get("bytes_done") or 0,
+            speed=data.get("speed") or 0,
+            error=data.get("error"),
+            verified=bool(data.get("verified")),
+            updated_at=data.get("updated_at"),
+        )
 
 
 def _eta(remaining: int, speed: float) -> str:
@@ -53,7 +97,7 @@ class FetchProgress:
             )
             self._bars.start()
 
-    def update(self, rows: Sequence[Download]) -> None:
+    def update(self, rows: Sequence[RowLike]) -> None:
         for row in rows:
             if self._states.get(row.id) != row.state:
                 self._states[row.id] = row.state
@@ -65,7 +109,7 @@ class FetchProgress:
             self._last_log = time.monotonic()
             self._log_line(rows)
 
-    def _announce(self, row: Download) -> None:
+    def _announce(self, row: RowLike) -> None:
         if row.state == S.FAILED.value:
             self.console.print(f"[red]failed[/] {row.id}: {row.error}")
         elif row.state == S.DONE.value:
@@ -74,7 +118,7 @@ class FetchProgress:
         elif not self.live:
             self.console.print(f"{row.state} {row.id}" + (f": {row.error}" if row.error else ""))
 
-    def _update_bars(self, rows: Sequence[Download]) -> None:
+    def _update_bars(self, rows: Sequence[RowLike]) -> None:
         assert self._bars is not None
         total_size = sum(r.size or 0 for r in rows)
         total_done = sum(bytes_done(r.state, r.size, r.bytes_done) for r in rows)
@@ -87,7 +131,7 @@ class FetchProgress:
             self._bars.update(self._tasks[row.id], completed=done, total=row.size or None, state=row.state)
         self._bars.update(self._tasks["__total__"], completed=total_done, total=total_size or None)
 
-    def _log_line(self, rows: Sequence[Download]) -> None:
+    def _log_line(self, rows: Sequence[RowLike]) -> None:
         total = sum(r.size or 0 for r in rows)
         done = sum(bytes_done(r.state, r.size, r.bytes_done) for r in rows)
         speed = sum(r.speed for r in rows if r.state == S.DOWNLOADING.value)

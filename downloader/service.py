@@ -33,6 +33,7 @@ from .readiness import Missing, missing, preset_requirements
 from .state import TERMINAL_STATES, Download, DownloadState, Store, bytes_done
 
 log = logging.getLogger(__name__)
+FAILING_WAIT = 5.0  # seconds a request waits for a failing engine (see _call)
 S = DownloadState
 T = TypeVar("T")
 LOOP_BACKOFF_MAX = 30.0  # seconds between restarts of a loop that keeps failing, at most
@@ -143,7 +144,10 @@ class DownloadService:
         """Run `fn` in the manager loop and return its answer; EngineUnavailable when the engine cannot answer."""
         if self._thread is None or not self._thread.is_alive() or self._stopping.is_set():
             raise EngineUnavailable(f"the download engine is not running ({self.health().reason})")
-        return self.manager.call(fn, self.settings.command_timeout, lambda: self.health().reason or "the loop is busy")
+        # While the engine is failing (aria2c missing or crashing), a click waits a few seconds for a restart to
+        # come through, not the whole time-out: the answer then says why at once.
+        wait = min(self.settings.command_timeout, FAILING_WAIT) if self.fatal else self.settings.command_timeout
+        return self.manager.call(fn, wait, lambda: self.health().reason or "the loop is busy")
 
     @property
     def daemon_log(self) -> Path:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from downloader.manifest import ModelSpec
-from downloader.service import DownloadService
+from downloader.service import DownloadService, EngineUnavailable
 from downloader.state import DownloadState, Store
 from tests.conftest import wait_service_started
 from tests.servers import FileServer
@@ -125,6 +125,8 @@ def test_aria2c_missing_is_reported_and_retried(settings, tmp_path):
         assert not ok and reason.startswith("aria2c not running: aria2c not found")
         assert svc.fatal == reason and svc.summary()["manager"] == "failed"
         assert svc.manager.ticks == 0
+        with pytest.raises(EngineUnavailable, match="aria2c not found"):  # a click is told why, in words
+            svc.bulk("pause")
     finally:
         svc.stop()
 

@@ -95,7 +95,8 @@ SETTINGS_BAD = [
 ]
 POD_BAD = [
     ("STOP_GRACE_SECONDS", "abc"), ("STOP_GRACE_SECONDS", "-5"), ("SERVICE_MAX_RESTARTS", "abc"),
-    ("SERVICE_MAX_RESTARTS", "2.5"), ("ENABLE_JUPYTER", "maybe"), ("INSTALL_SAGEATTENTION", "maybe"),
+    ("SERVICE_MAX_RESTARTS", "2.5"), ("SERVICE_STABLE_SECONDS", "a minute"), ("SERVICE_STABLE_SECONDS", "0"),
+    ("ENABLE_JUPYTER", "maybe"), ("INSTALL_SAGEATTENTION", "maybe"),
     ("DOWNLOADER_PORT", "abc"), ("JUPYTER_PORT", "-1"), ("COMFYUI_PORT", "http"),
 ]
 # Free text: any value is a value (paths, tokens, commands, URLs, names); nothing to reject at start.

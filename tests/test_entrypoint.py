@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,9 @@ from pathlib import Path
 import pytest
 
 from downloader.aria2 import free_port
+from downloader.config import PodSettings, Settings
+from downloader.pod import entrypoint as entrypoint_mod
+from downloader.pod.supervisor import Supervisor
 from downloader.state import Store
 from tests.conftest import REPO
 from tests.servers import FileServer
@@ -300,14 +304,19 @@ def test_workspace_persistence_move_then_link(pod):
     p.stop()
 
 
-def test_custom_nodes_cloned_when_missing_and_a_failure_blocks_nothing(pod, tmp_path):
-    repo = tmp_path / "nodes" / "GoodNode"
+def node_repo(repo: Path) -> Path:
+    """A git repository with one commit holding a custom node's __init__.py."""
     repo.mkdir(parents=True)
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q", str(repo)], check=True)
     (repo / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {}\n")
     subprocess.run([*git, "-C", str(repo), "add", "."], check=True)
     subprocess.run([*git, "-C", str(repo), "commit", "-qm", "node"], check=True)
+    return repo
+
+
+def test_custom_nodes_cloned_when_missing_and_a_failure_blocks_nothing(pod, tmp_path):
+    repo = node_repo(tmp_path / "nodes" / "GoodNode")
     p = pod(CUSTOM_NODES=f"file://{repo},file://{tmp_path}/nodes/Missing")
     proc = p.start()
     wait_until(lambda: p.components().get("custom nodes", ("",))[0] in ("done", "failed"), 30, "nodes", proc)
@@ -317,6 +326,87 @@ def test_custom_nodes_cloned_when_missing_and_a_failure_blocks_nothing(pod, tmp_
     assert not (p.ws / "ComfyUI" / "custom_nodes" / "Missing").exists()
     wait_until(lambda: get(p.port("comfyui"))[0] == 200, 20, "ComfyUI despite the failed node", proc)
     p.stop()
+
+
+class ThreadRecordingSupervisor(Supervisor):
+    """A real Supervisor that notes which thread calls each method that starts, watches or stops children."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.callers: list[tuple[str, str]] = []  # (method, thread name)
+
+    def start(self, spec):
+        self.callers.append(("start", threading.current_thread().name))
+        return super().start(spec)
+
+    def tick(self) -> None:
+        self.callers.append(("tick", threading.current_thread().name))
+        super().tick()
+
+    def stop_all(self, grace: float = 10.0) -> None:
+        self.callers.append(("stop_all", threading.current_thread().name))
+        super().stop_all(grace)
+
+
+def test_one_thread_drives_the_supervisor_while_custom_nodes_are_cloned(pod, tmp_path, monkeypatch):
+    """The entrypoint in this process (its loop in this thread): every start, tick and stop comes from here."""
+    good = node_repo(tmp_path / "nodes" / "GoodNode")
+    p = pod(CUSTOM_NODES=f"file://{good},file://{tmp_path}/nodes/Missing")
+    for key in [k for k in os.environ if k.startswith(("HF_", "DOWNLOADER_", "MODEL_"))]:
+        monkeypatch.delenv(key)
+    for key, value in p.env.items():  # the children (service, stand-ins, git) inherit the pod's environment
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(entrypoint_mod, "Supervisor", ThreadRecordingSupervisor)
+    ep = entrypoint_mod.Entrypoint(PodSettings.from_env(), Settings.from_env())
+
+    def stop_once_the_nodes_are_installed() -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and p.components().get("custom nodes", ("",))[0] not in ("done", "failed"):
+            time.sleep(0.1)
+        ep.stop_event.set()  # what SIGTERM does
+
+    watcher = threading.Thread(target=stop_once_the_nodes_are_installed, name="test-watcher", daemon=True)
+    watcher.start()
+    assert ep.run() == 0
+    watcher.join()
+    state, message = p.components()["custom nodes"]
+    assert state == "failed" and "Missing" in message, "both clones ran to their end"
+    assert (p.ws / "ComfyUI" / "custom_nodes" / "GoodNode" / "__init__.py").exists()
+    assert not (p.ws / "ComfyUI" / "custom_nodes" / "Missing").exists()
+    assert {ep.sup.children[n].state for n in ("node-GoodNode", "node-Missing")} == {"done", "failed"}
+    started = [name for method, name in ep.sup.callers if method == "start"]
+    assert len(started) >= 4 and any(method == "tick" for method, _ in ep.sup.callers)
+    assert {name for _, name in ep.sup.callers} == {threading.current_thread().name}, ep.sup.callers
+
+
+def test_a_service_that_ran_stable_seconds_gets_its_restarts_back(pod):
+    # Each run lasts 1.5 s then crashes; with SERVICE_STABLE_SECONDS=1 every run counts as a recovery, so
+    # SERVICE_MAX_RESTARTS=1 (one restart in a row) never runs out.
+    crash_later = 'echo "comfyui $$" >> "$STANDIN_LOG"; sleep 1.5; exit 3'
+    p = pod(COMFYUI_CMD=crash_later, SERVICE_MAX_RESTARTS="1", SERVICE_STABLE_SECONDS="1")
+    proc = p.start()
+
+    def gave_up() -> bool:
+        return p.components().get("comfyui", ("",))[0] == "failed"
+
+    wait_until(lambda: p.started("comfyui") >= 4 or gave_up(), 60, "a fourth start of comfyui", proc)
+    assert not gave_up(), p.components()["comfyui"]
+    _, out = p.stop()
+    # Every crash came after a stable run: the backoff starts at 1 s each time and the bound is never reached.
+    assert out.count("[entrypoint] comfyui: running: exited with code 3; restarting in 1 s") >= 3, out
+    assert "restarting in 2 s" not in out and "gave up" not in out, out
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    ("soon", "SERVICE_STABLE_SECONDS='soon' is not a number"),
+    ("0", "SERVICE_STABLE_SECONDS=0.0 is out of range (1.0..86400.0)"),
+])
+def test_a_bad_service_stable_seconds_exits_2_in_one_line(pod, bad, expected):
+    p = pod(SERVICE_STABLE_SECONDS=bad)
+    proc = p.start()
+    out = read_out(proc)
+    assert proc.returncode == 2, out
+    assert [line for line in out.splitlines() if line.strip()] == [f"[entrypoint] configuration error: {expected}"]
 
 
 def test_unknown_preset_is_reported_and_the_rest_comes_up(pod):
@@ -360,7 +450,9 @@ def test_kill_9_of_everything_then_a_second_start_resumes(pod, make_blob):
         part = p.ws / "ComfyUI" / "models" / "vae" / "m.safetensors.part"
         wait_until(lambda: part.exists() and part.stat().st_size > 2 << 20, 60, "progress", proc)
         # kill -9 of everything: the entrypoint, its children and aria2c
-        owner = json.loads((p.ws / ".downloader" / "owner.lock").read_text())
+        # The service's lock records its pid and aria2c's: `owner.lock`, or `owner-<pod>.lock` for a pod's service.
+        lock = next((p.ws / ".downloader").glob("owner*.lock"))
+        owner = json.loads(lock.read_text())
         standins = [int(line.split()[1]) for line in p.standin_log.read_text().splitlines()]
         for pid in standins:
             os.kill(pid, signal.SIGKILL)

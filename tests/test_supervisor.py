@@ -112,6 +112,71 @@ def test_the_backoff_restarts_from_1_s_for_a_new_start(sup, clock) -> None:
     assert again.next_start == clock.now + 1
 
 
+# A service that runs until the test creates the file named by argv[1], then removes it and crashes (exit 3):
+# the test decides how long each run lasts on the fake clock.
+CRASH_ON_CUE = """
+import os, sys, time
+cue = sys.argv[1]
+while not os.path.exists(cue):
+    time.sleep(0.02)
+os.remove(cue)
+sys.exit(3)
+"""
+
+
+def crash(sup: Supervisor, child, cue: Path) -> None:
+    """Make the running service crash now and wait until the supervisor has noticed it."""
+    assert child.state == "running"
+    cue.touch()
+    wait_for(lambda: child.state != "running", "the crash to be noticed", sup=sup)
+
+
+def test_a_run_of_stable_seconds_resets_the_backoff_and_the_restart_count(sup, clock, changes, tmp_path) -> None:
+    cue = tmp_path / "crash"
+    child = sup.start(Spec("svc", [PY, "-c", CRASH_ON_CUE, str(cue)], max_restarts=2, stable_seconds=60))
+    crash(sup, child, cue)
+    assert changes[-1] == ("svc", "backoff", "exited with code 3; restarting in 1 s")
+    clock.now += 1
+    sup.tick()
+    crash(sup, child, cue)
+    assert changes[-1] == ("svc", "backoff", "exited with code 3; restarting in 2 s")
+    clock.now += 2
+    sup.tick()
+    assert child.state == "running" and child.restarts == 2, "one more crash in a row and it is given up on"
+    # It now runs for SERVICE_STABLE_SECONDS without exiting: it has recovered.
+    clock.now += 60
+    sup.tick()
+    assert child.state == "running" and child.restarts == 0
+    # A crash after that is a new incident: 1 s again, and the bound of 2 restarts counts from zero.
+    crash(sup, child, cue)
+    assert changes[-1] == ("svc", "backoff", "exited with code 3; restarting in 1 s")
+    for delay in (1, 2):
+        clock.now += delay
+        sup.tick()
+        assert child.state == "running"
+        crash(sup, child, cue)
+    assert child.state == "failed" and child.restarts == 2
+    assert changes[-1] == ("svc", "failed", "exited with code 3; gave up after 2 restarts")
+
+
+@pytest.mark.parametrize(("ran", "restarts", "delay"), [
+    (59.75, 1, 2),  # not stable yet: the same crash loop, counting on
+    (60.0, 0, 1),  # stable, noticed at the crash itself: counted afresh
+])
+def test_a_crash_before_stable_seconds_keeps_counting(sup, clock, changes, tmp_path, ran, restarts, delay) -> None:
+    cue = tmp_path / "crash"
+    child = sup.start(Spec("svc", [PY, "-c", CRASH_ON_CUE, str(cue)], max_restarts=5, stable_seconds=60))
+    crash(sup, child, cue)
+    clock.now += 1
+    sup.tick()
+    assert child.state == "running" and child.restarts == 1
+    clock.now += ran  # the clock stands still from here: every tick until the crash sees this run `ran` s old
+    crash(sup, child, cue)
+    assert child.state == "backoff" and child.restarts == restarts
+    assert changes[-1] == ("svc", "backoff", f"exited with code 3; restarting in {delay} s")
+    assert child.next_start == clock.now + delay
+
+
 @pytest.mark.parametrize("code,state", [(0, "done"), (5, "failed")])
 def test_a_one_shot_job_ends_by_its_exit_code_and_is_never_restarted(sup, clock, changes, code, state) -> None:
     child = sup.start(Spec("job", [PY, "-c", f"raise SystemExit({code})"], restart=False))

@@ -19,7 +19,7 @@ import shutil
 import socket
 import sys
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,7 @@ class Entrypoint:
         self.presets: tuple[str, ...] = ()  # the selected presets the manifests know
         self.jupyter_note = ""
         self._announced: set[str] = set()
+        self._nodes: Iterator[None] | None = None  # the custom-node installation, advanced by the loop
 
     # --- reporting ----------------------------------------------------------------------------------
     def report(self, name: str, state: str, message: str | None = None, log: Path | None = None) -> None:
@@ -98,14 +99,15 @@ class Entrypoint:
                f"--ServerApp.root_dir={shlex.quote(str(self.cfg.workspace))}")
         # The token travels in the environment, never on a command line that `ps` shows.
         self.sup.start(Spec("jupyterlab", cmd, cwd=self.cfg.workspace, env=self._env(JUPYTER_TOKEN=token),
-                            max_restarts=self.cfg.max_restarts))
+                            max_restarts=self.cfg.max_restarts, stable_seconds=self.cfg.stable_seconds))
         self.jupyter_note = f"token: {token}" if generated else "token: the value of JUPYTER_PASSWORD"
 
     def start_downloader(self) -> None:
         cmd = [sys.executable, "-m", "downloader", "serve", "--port", str(self.cfg.downloader_port)]
         # PYTHONSAFEPATH: a folder named like one of our packages in the working directory must not shadow it.
         env = self._env(MODEL_PRESETS=",".join(self.presets) or "none", PYTHONSAFEPATH="1")
-        self.sup.start(Spec("downloader", cmd, env=env, max_restarts=self.cfg.max_restarts))
+        self.sup.start(Spec("downloader", cmd, env=env, max_restarts=self.cfg.max_restarts,
+                            stable_seconds=self.cfg.stable_seconds))
 
     def start_sage(self) -> None:
         if self.cfg.sage_mode == "false":
@@ -113,8 +115,12 @@ class Entrypoint:
             return
         self.sup.start(Spec("sageattention", self.cfg.sage_cmd, env=self._env(), restart=False))
 
-    def install_nodes(self) -> None:
-        """Clone the minimal custom nodes that are missing; never raises."""
+    def install_nodes(self) -> Iterator[None]:
+        """Clone the minimal custom nodes that are missing, one after the other.
+
+        A generator that the main loop advances once per pass (`step_nodes`): each clone is a one-shot child,
+        and this yields until the loop's `tick()` has seen it end. So the loop's thread is the only one that
+        drives the supervisor, and a slow clone holds up nothing else."""
         if not self.cfg.custom_nodes:
             self.report("custom nodes", "skipped", "CUSTOM_NODES is empty")
             return
@@ -130,18 +136,32 @@ class Entrypoint:
             spec = Spec(f"node-{name}", ["git", "clone", "--depth=1", url, str(nodes_dir / name)],
                         env=self._env(GIT_TERMINAL_PROMPT="0"), restart=False)
             child = self.sup.start(spec)
-            while child.state == "running" and not self.stop_event.is_set():
-                time.sleep(0.2)
-                self.sup.tick()
+            try:
+                while child.state == "running":
+                    yield
+            finally:  # also when the entrypoint stops mid-clone (run() closes this generator after stop_all)
+                if child.state != "done":  # a half-made folder would pass for an installed node next time
+                    shutil.rmtree(nodes_dir / name, ignore_errors=True)
             with open(log, "a") as fh, open(child.log_path, errors="replace") as clone_log:
                 fh.write(clone_log.read())
             if child.state != "done":
                 failed.append(name)
-                shutil.rmtree(nodes_dir / name, ignore_errors=True)
         if failed:
             self.report("custom nodes", "failed", f"could not install: {', '.join(failed)} (ComfyUI starts anyway)", log)
         else:
             self.report("custom nodes", "done", ", ".join(u.rsplit("/", 1)[-1] for u in self.cfg.custom_nodes), log)
+
+    def step_nodes(self) -> None:
+        """One step of `install_nodes` (called by the main loop); its failure is reported, never raised."""
+        if self._nodes is None:
+            return
+        try:
+            next(self._nodes)
+        except StopIteration:
+            self._nodes = None
+        except OSError as e:  # e.g. custom_nodes cannot be created: ComfyUI starts anyway
+            self._nodes = None
+            self.report("custom nodes", "failed", f"{e} (ComfyUI starts anyway)")
 
     # --- the ComfyUI gate -----------------------------------------------------------------------------
     def resolve_required(self) -> None:
@@ -187,7 +207,8 @@ class Entrypoint:
         comfy_dir = self.cfg.workspace / "ComfyUI"
         cmd = f"{self.cfg.comfy_cmd} {self.cfg.comfy_args}".strip()
         env = self._env(COMFYUI_PORT=str(self.cfg.comfy_port))
-        self.sup.start(Spec("comfyui", cmd, cwd=comfy_dir, env=env, max_restarts=self.cfg.max_restarts))
+        self.sup.start(Spec("comfyui", cmd, cwd=comfy_dir, env=env, max_restarts=self.cfg.max_restarts,
+                            stable_seconds=self.cfg.stable_seconds))
         self.comfy_started = True
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -226,9 +247,11 @@ class Entrypoint:
                                                    pod_id=self.settings.runpod_pod_id)
                     self.placeholder.start()
                 self.start_sage()
-                threading.Thread(target=self.install_nodes, name="custom-nodes", daemon=True).start()
+                self._nodes = self.install_nodes()
+                # The only caller of tick(): every child (services, jobs, clones) is watched from this thread.
                 while not self.stop_event.is_set():
                     self.sup.tick()
+                    self.step_nodes()
                     self.announce_ports()
                     self.maybe_start_comfy()
                     self.stop_event.wait(0.5)
@@ -240,6 +263,8 @@ class Entrypoint:
                 if self.placeholder is not None:
                     self.placeholder.stop()
                 self.sup.stop_all(self.cfg.grace)
+                if self._nodes is not None:
+                    self._nodes.close()  # removes a clone that was cut short
                 if self.store is not None:
                     self.store.close()
         return 128 + received[0] if received else 0

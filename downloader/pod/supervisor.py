@@ -3,7 +3,10 @@
 Each child runs in its own session (process group), so a signal reaches its whole tree. Its output goes,
 line by line, to `<logs>/<name>.log` and, prefixed with `[name]`, to our stdout (the container's log).
 A long-running service that exits is restarted after 1, 2, 4, ... s (at most 30 s), a bounded number of
-times; a one-shot job just reports how it ended.
+times; once it has run `stable_seconds` without exiting, that count starts again (a service that crashes
+once a day is not given up on after a week). A one-shot job just reports how it ended.
+
+One thread drives a Supervisor: `start`, `tick` and `stop_all` are not made to be called concurrently.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class Spec:
     cwd: Path | None = None
     env: Mapping[str, str] | None = None
     restart: bool = True  # a service (restart on exit) or a one-shot job
-    max_restarts: int = 5
+    max_restarts: int = 5  # restarts in a row (runs shorter than stable_seconds) before it is given up on
+    stable_seconds: float = 60.0  # a run this long resets the restart count and the backoff
 
 
 @dataclass
@@ -43,7 +47,8 @@ class Child:
     spec: Spec
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # restarts since the service last ran stable_seconds
+    started_at: float | None = None  # the supervisor's clock when the current run started
     next_start: float | None = None  # when a crashed service may start again
     state: str = "pending"  # pending, running, backoff, done, failed, stopped
     last_exit: int | None = None
@@ -112,13 +117,17 @@ class Supervisor:
             target=_pump, args=(spec.name, child.proc.stdout, child.log_path, self.out), daemon=True
         )
         child._pump.start()
-        child.state, child.next_start = "running", None
+        child.state, child.next_start, child.started_at = "running", None, self.clock()
         self.on_change(child, f"started (pid {child.proc.pid})")
 
     def tick(self) -> None:
-        """Notice exits; restart crashed services whose backoff has passed."""
+        """Notice exits; forget the crashes of services that have run stable since; restart crashed services
+        whose backoff has passed."""
         now = self.clock()
         for child in list(self.children.values()):
+            if child.state == "running" and child.restarts and child.started_at is not None \
+                    and now - child.started_at >= child.spec.stable_seconds:
+                child.restarts = 0  # it recovered: its next crash starts a new count, from a 1 s backoff
             if child.state == "running" and child.proc is not None and child.proc.poll() is not None:
                 child.last_exit = child.proc.returncode
                 if child._pump is not None:

@@ -19,16 +19,10 @@ from pathlib import Path
 import aria2p
 import requests
 
-from .config import Settings
+from .config import Settings, pod_file_part
 from .errors import Aria2Error
 
-# aria2 error codes we act on (see aria2c(1) "EXIT STATUS").
-ERR_NOT_FOUND = "3"
-ERR_DISK_FULL = "9"
-ERR_IO = "15"  # could not open/write the file (ENOSPC surfaces here as well as 9)
-ERR_HTTP_BAD = "22"  # bad/unexpected HTTP response: among others a 403 from an expired signed URL
-ERR_AUTH = "24"
-ERR_SERVER_OVERLOAD = "29"
+# The error codes aria2 reports, and what they mean for a download, are in faults.py.
 
 
 @dataclass(frozen=True)
@@ -74,7 +68,8 @@ class Aria2Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.api: aria2p.API | None = None
         self.port = 0
-        self.log_path = settings.state_dir / "aria2.log"
+        # Per pod: several pods' daemons may log into one shared state folder.
+        self.log_path = settings.state_dir / f"aria2-{pod_file_part(settings.pod_id)}.log"
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def _options(self, port: int, secret: str) -> dict[str, str]:
@@ -129,7 +124,7 @@ class Aria2Daemon:
         s.state_dir.mkdir(parents=True, exist_ok=True)
         s.models_dir.mkdir(parents=True, exist_ok=True)
         port, secret = free_port(), secrets.token_hex(24)
-        conf = s.state_dir / f"aria2.{os.getpid()}.conf"
+        conf = s.state_dir / f"aria2.{pod_file_part(s.pod_id)}.{os.getpid()}.conf"
         # The file holds the RPC secret: it goes on every path out of here, a failed start included.
         try:
             fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -147,7 +142,7 @@ class Aria2Daemon:
             conf.unlink(missing_ok=True)
 
     def _spawn(self, exe: str, conf: Path) -> None:
-        log = open(self.settings.state_dir / "aria2.stdout.log", "ab")
+        log = open(self.settings.state_dir / f"aria2-{pod_file_part(self.settings.pod_id)}.stdout.log", "ab")
         try:
             self.proc = subprocess.Popen(
                 [exe, f"--conf-path={conf}"],
@@ -175,7 +170,7 @@ class Aria2Daemon:
         raise Aria2Error(f"aria2c did not answer RPC within {self.settings.aria2_start_timeout:.0f} s")
 
     def _log_tail(self) -> str:
-        return (_tail(self.settings.state_dir / "aria2.stdout.log") + "\n" + _tail(self.log_path)).strip()
+        return (_tail(self.settings.state_dir / f"aria2-{pod_file_part(self.settings.pod_id)}.stdout.log") + "\n" + _tail(self.log_path)).strip()
 
     @property
     def pid(self) -> int | None:
@@ -226,14 +221,20 @@ class Aria2Daemon:
             raise Aria2Error("aria2c is not started")
         return self.api
 
-    def add(self, url: str, directory: Path, out: str, headers: list[str], size: int | None = None) -> str:
+    def add(
+        self, url: str, directory: Path, out: str, headers: list[str], size: int | None = None, *, split: bool = True
+    ) -> str:
         """Start (or resume, thanks to the control file next to `out`) a download; returns its gid.
 
         With the size known, a file smaller than connections x min-split-size gets smaller chunks, so a
-        250 MB VAE still uses every connection (never below 1 MiB)."""
+        250 MB VAE still uses every connection (never below 1 MiB). `split=False`: one connection from the
+        start, for a server that ignores Range (every extra connection would get the whole file)."""
         options: dict[str, object] = {"dir": str(directory), "out": out}
         default = _size_bytes(self.settings.min_split_size)
-        if size and default and size < default * self.settings.connections:
+        if not split:
+            options["split"] = "1"
+            options["max-connection-per-server"] = "1"
+        elif size and default and size < default * self.settings.connections:
             options["min-split-size"] = str(max(1 << 20, size // self.settings.connections))
         if headers:
             options["header"] = headers  # over RPC only: never on a command line or in a URL

@@ -10,7 +10,10 @@ build one directly instead of patching the environment.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shlex
+import socket
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +25,22 @@ N = TypeVar("N", int, float)
 # Files in the state folder that hold secrets: never served by the file manager.
 UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE = "ui-password", "session-key", "jupyter-token"
 SERVICE_FILE = "service.json"  # the running service's port and local token, for the CLI (downloader.locks)
-SECRET_STATE_FILES = frozenset({UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE, SERVICE_FILE})
+# Each pod's service writes its own record, `service-<pod>.json` (see `service_file`): secrets too.
+_SERVICE_RECORD = re.compile(r"service(-[A-Za-z0-9_.-]+)?\.json")
+
+
+class _SecretNames(frozenset[str]):
+    """The names above, plus every pod's service record: `name in SECRET_STATE_FILES` is how the file manager
+    and the status page refuse them, so the per-pod names answer that test too (iterating lists the fixed ones)."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and _SERVICE_RECORD.fullmatch(name) is not None)
+
+
+SECRET_STATE_FILES = _SecretNames({UI_PASSWORD_FILE, SESSION_KEY_FILE, JUPYTER_TOKEN_FILE, SERVICE_FILE})
+# How long a pod's claim on a file lasts without renewal: a pod that dies loses its files after this long, and
+# another pod takes them over (see downloader/claims.py). Renewed every CLAIM_LEASE / 4 seconds while it works.
+CLAIM_LEASE_SECONDS = 20.0
 # The manifests shipped with the project live next to the package (repo layout / editable install).
 LOGS_FOLDER = "logs"  # $WORKSPACE/logs: the entrypoint's children log there
 SHIPPED_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
@@ -64,6 +82,22 @@ COMFYUI_PORT, JUPYTER_PORT, DOWNLOADER_PORT = 8188, 8888, 8765  # the documented
 def parse_presets(raw: str) -> tuple[str, ...]:
     """MODEL_PRESETS: comma-separated preset names; `none` (any case) or nothing means no preset."""
     return tuple(p.strip() for p in raw.split(",") if p.strip() and p.strip().lower() != "none")
+
+
+def new_pod_id() -> str:
+    """A pod id for a machine RunPod did not name: the host name plus an id made now (two pods may share a host
+    name, and a restarted service must not inherit the claims of the one that died)."""
+    return f"{socket.gethostname() or 'pod'}-{secrets.token_hex(3)}"
+
+
+def pod_file_part(pod_id: str) -> str:
+    """A pod id as it goes into a file name in the state folder (aria2's log, the service record, the lock)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", pod_id)[:100] or "pod"
+
+
+def service_file(pod_id: str) -> str:
+    """The name of a pod's service record in the state folder."""
+    return f"service-{pod_file_part(pod_id)}.json"
 
 
 def pod_port_url(host_header: str, port: int, scheme: str = "http", pod_id: str | None = None) -> str:
@@ -108,6 +142,10 @@ class Settings:
     jupyter_port: int = JUPYTER_PORT
     comfy_port: int = COMFYUI_PORT
     runpod_pod_id: str | None = None  # set by RunPod: links to other ports go through its proxy
+    # Which pod this process is (RUNPOD_POD_ID, else host name + an id made at start): the claims on files in a
+    # state folder that several pods share carry it. Settings built directly (tests) get a fresh one each.
+    pod_id: str = field(default_factory=new_pod_id)
+    claim_lease: float = CLAIM_LEASE_SECONDS  # DOWNLOADER_CLAIM_LEASE: seconds a dead pod keeps its files
 
     @property
     def db_path(self) -> Path:
@@ -153,6 +191,8 @@ class Settings:
             jupyter_port=_port(env, "JUPYTER_PORT", JUPYTER_PORT),
             comfy_port=_port(env, "COMFYUI_PORT", COMFYUI_PORT),
             runpod_pod_id=env.get("RUNPOD_POD_ID") or None,
+            pod_id=(env.get("RUNPOD_POD_ID") or "").strip() or new_pod_id(),
+            claim_lease=_env_number(env, "DOWNLOADER_CLAIM_LEASE", CLAIM_LEASE_SECONDS, 1.0, 30.0, float),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -48,11 +48,18 @@ class UnknownPresetError(ManifestError):
 
 
 class SourceError(DownloaderError):
-    """The source (hub or URL) could not be resolved; `hint` says what the user can do."""
+    """The source (hub or URL) could not be resolved; the message says what the user can do. A rate limit
+    (429) carries the seconds the server asked us to wait (`retry_after`, None when it did not say)."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
-        self.status, self.retryable = status, retryable
+    def __init__(
+        self, message: str, *, status: int | None = None, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        self.status, self.retryable, self.retry_after = status, retryable, retry_after
         super().__init__(message)
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.status == 429
 
 
 class ChecksumMismatch(DownloaderError):

@@ -31,7 +31,9 @@ class Job:
     task: HashTask | None = None
     last_bytes: int = -1
     last_change: float = field(default_factory=time.monotonic)
-    reresolves: int = 0
+    reresolves: int = 0  # times a 403 was answered by asking the hub for a fresh signed URL
+    bytes_at_reresolve: int = 0  # bytes done then: a 403 with no byte since means no access, not expiry
+    split: bool = True  # False: one connection, no Range (the server ignores it)
 
     def stop(self) -> None:
         if self.hasher is not None:

@@ -1,6 +1,7 @@
 """The download loop: queued -> downloading <-> paused -> verifying -> done | failed.
 
-One Manager per workspace (an flock in the state folder) owns the aria2c daemon. Each tick it polls the
+One Manager per pod owns its aria2c daemon; pods sharing a workspace fetch each file once, the pod that claims
+it when it starts it (downloader/claims.py); an flock keeps one Manager per pod (or per workspace, see locks.py). Each tick it polls the
 active downloads, feeds their completed prefix to a hasher, verifies and places finished files, retries
 with backoff what failed for a passing reason, and starts queued files up to the concurrency limit.
 The loop is the one writer of download states: other threads (the web UI, a CLI talking to the service) put
@@ -17,40 +18,28 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from . import recheck
-from .aria2 import (
-    ERR_AUTH,
-    ERR_DISK_FULL,
-    ERR_HTTP_BAD,
-    ERR_IO,
-    ERR_NOT_FOUND,
-    Aria2Daemon,
-    Aria2Status,
-)
+from .aria2 import Aria2Daemon
+from .claims import Claims
 from .commands import CommandQueue, NotFound
 from .config import Settings
+from .download_errors import DownloadErrors
 from .errors import DiskSpaceError, SourceError, human_bytes
-from .files import (
-    control_path,
-    file_size,
-    free_bytes,
-    part_path,
-    place,
-    quarantine,
-    remove_partial,
-)
+from .files import control_path, file_size, free_bytes, part_path, remove_partial
+from .hosts import HostGate, host_of
 from .intake import apply_plan
 from .jobs import Job, retry_or_fail
 from .locks import WorkspaceLock
 from .manifest import confine
+from .placing import REHASH, Retry, finish
 from .plan import Plan
 from .resolver import ResolverPool
-from .sources import Resolved
+from .sources import Resolved, check_size_pin
 from .state import (
-    ACTIVE_STATES,
     TERMINAL_STATES,
     Download,
     DownloadState,
@@ -63,10 +52,9 @@ from .verify import HashTask, PrefixHasher, completed_prefix
 log = logging.getLogger(__name__)
 S = DownloadState
 T = TypeVar("T")
-MAX_RERESOLVE = 5  # fresh signed URLs per file per run before a 403 counts as a failed attempt
 
 
-class Manager:
+class Manager(DownloadErrors):
     """Drives downloads for one workspace; `start()`, then `run()` or `tick()`, then `close()`."""
 
     def __init__(self, settings: Settings, store: Store, daemon: Aria2Daemon | None = None) -> None:
@@ -74,8 +62,12 @@ class Manager:
         self.store = store
         self.daemon = daemon or Aria2Daemon(settings)
         self.lock = WorkspaceLock(settings.state_dir)
+        self.claims = Claims(store, settings.pod_id, settings.claim_lease)  # the files this pod works on
         self.jobs: dict[str, Job] = {}
         self.resolved: dict[str, Resolved] = {}
+        self.size_pins: dict[str, int] = {}  # sizes the manifest pins: kept and checked when resolved again
+        self.no_range: set[str] = set()  # downloads whose server ignores Range: one connection, never resumed
+        self.hosts = HostGate()  # hosts that answered 429: not asked again before their Retry-After
         self.selection: set[str] | None = None  # None: everything queued in the DB
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by commands, finished hashes and resolutions, stop: the loop runs at once
@@ -119,12 +111,25 @@ class Manager:
         self.start()
 
     def _requeue_interrupted(self, message: str) -> None:
-        """Rows downloading or verifying that no job works on go back to queued."""
-        for row in self.store.downloads():
-            state = DownloadState(row.state)
-            if state in ACTIVE_STATES and row.id not in self.jobs:
-                with suppress(IllegalTransition):  # moved meanwhile by another writer: theirs stands
-                    self.store.transition(row.id, S.QUEUED, message, expect=state, speed=0)
+        """Rows downloading or verifying that no job works on and no live pod claims go back to queued (those a
+        dead pod left with an event naming it); another live pod's files are never touched."""
+        self.claims.requeue_abandoned(self._working())
+        self.claims.requeue_unclaimed(self._working(), message)
+
+    def _working(self) -> set[str]:
+        """The files this pod works on: jobs, resolutions in flight, rechecks waiting."""
+        return set(self.jobs) | set(self.rechecks) | {i for i in self.claims.mine if i in self.resolver}
+
+    def _let_go(self, download_id: str) -> None:
+        """Stop working on a file that is no longer this pod's (see Claims.keep), writing nothing of it."""
+        job = self.jobs.pop(download_id, None)
+        if job is not None:
+            job.stop()
+            if job.gid is not None and job.task is None:
+                with suppress(Exception):  # its control file stays for whoever resumes it
+                    self.daemon.remove(job.gid)
+        with suppress(ValueError):
+            self.rechecks.remove(download_id)
 
     def close(self) -> None:
         """Stop cleanly: aria2 writes its control files, interrupted rows go back to queued."""
@@ -136,6 +141,7 @@ class Manager:
         self.jobs.clear()
         self.resolver.close()
         self.rechecks.clear()
+        self.claims.release_all()  # other pods may take them at once, without waiting for the lease
         # Paused and finished downloads were already removed from aria2 (control files written then).
         self.daemon.stop(graceful=active)
         self.lock.release()
@@ -184,8 +190,17 @@ class Manager:
                 self._drop_job(item.spec.id)  # refused now: whatever runs for it stops
         ids = apply_plan(self.store, plan)
         for item in plan.items:
+            download_id = item.spec.id
+            if item.spec.size:
+                self.size_pins[download_id] = item.spec.size
+            else:
+                self.size_pins.pop(download_id, None)
             if item.resolved is not None:
-                self.resolved[item.spec.id] = item.resolved
+                self.resolved[download_id] = item.resolved
+            row, error = self.store.get(download_id), item.error
+            idle = download_id not in self.jobs and download_id not in self.resolver
+            if error is not None and error.rate_limited and idle and row is not None and row.state == S.QUEUED.value:
+                self._rate_limited(download_id, row.source, error.retry_after)
         return ids
 
     def verify(self, ids: Sequence[str] | None = None) -> list[str]:
@@ -194,7 +209,7 @@ class Manager:
         return self.call(lambda: self._begin_verify(ids))
 
     def _begin_verify(self, ids: Sequence[str] | None) -> list[str]:
-        started = recheck.begin(self.store, ids)
+        started = self.claims.around_recheck(ids, lambda: recheck.begin(self.store, ids))
         self.rechecks.extend(i for i in started if i not in self.rechecks)
         return started
 
@@ -277,6 +292,8 @@ class Manager:
         """One pass: commands, progress of running jobs, resolutions that came in, then start what may start."""
         self.commands.run_pending()
         self.daemon.check_alive()
+        for download_id in self.claims.keep(self._working(), set(self.jobs)):
+            self._let_go(download_id)
         for job in list(self.jobs.values()):
             if job.kind == "download" and job.task is None:
                 self._poll_download(job)
@@ -294,8 +311,9 @@ class Manager:
         if hashing == 0 and self._start_recheck():
             hashing += 1
         ids = sorted(self.selection) if self.selection is not None else None
+        others = self.claims.others()  # files other pods work on
         for row in self.store.downloads(ids, state=S.QUEUED):
-            if row.id in self.jobs or row.id in self.resolver:
+            if row.id in self.jobs or row.id in self.resolver or row.id in others:
                 continue
             if row.next_attempt_at is not None and row.next_attempt_at > now:
                 continue
@@ -305,14 +323,17 @@ class Manager:
                 self.store.transition(row.id, S.FAILED, str(e), level="error", error=str(e))
                 continue
             part = part_path(dest)
-            if dest.exists() or (part.exists() and not control_path(part).exists() and file_size(part) == row.size):
-                if hashing >= 1:  # one full-file hash at a time: they are disk-bound
+            # A finished part (its control file gone) is hashed and placed; only with a sha256: without one, a part
+            # whose control file was lost may hold holes nothing would find (it starts over, _start_download).
+            finished = bool(row.sha256) and part.exists() and not control_path(part).exists() and file_size(part) == row.size
+            if dest.is_file() or finished:
+                if hashing >= 1 or not self.claims.claim_queued(row.id):  # one hash at a time: disk-bound
                     continue
-                self._start_hash(row, dest, part, "existing" if dest.exists() else "part")
+                self._start_hash(row, dest, part, "existing" if dest.is_file() else "part")
                 hashing += 1
-            elif running < self.s.max_concurrent:
-                if self._start_download(row, dest, part):
-                    running += 1
+            elif (running < self.s.max_concurrent and not self.hosts.held(host_of(row.source, self.s))
+                  and self.claims.claim_queued(row.id)):
+                running += self._start_download(row, dest, part)
 
     def _start_recheck(self) -> bool:
         """Start hashing the next file `verify` asked for; True if a hash started."""
@@ -344,6 +365,14 @@ class Manager:
             self.resolver.start(row)  # off the loop: a slow hub must not freeze progress and commands
             return True
         size, sha256 = res.size or row.size, res.sha256 or row.sha256
+        if not sha256 and part.exists() and not control_path(part).exists():
+            remove_partial(part)
+            self.store.log(
+                row.id,
+                f"{part.name} lost its control file ({control_path(part).name}) and no sha256 is known to check it: "
+                "it may hold holes, so the download starts over",
+                "warning",
+            )
         have = file_size(part) or 0
         need = max((size or 0) - have, 0)
         free = free_bytes(dest.parent)
@@ -352,12 +381,13 @@ class Manager:
             self.store.transition(row.id, S.FAILED, str(err), level="error", error=str(err))
             return False
         dest.parent.mkdir(parents=True, exist_ok=True)
-        gid = self.daemon.add(res.url, dest.parent, part.name, res.headers, size)
-        job = Job(row.id, dest, part, "download", size, sha256, gid=gid)
+        split = row.id not in self.no_range
+        gid = self.daemon.add(res.url, dest.parent, part.name, res.headers, size, split=split)
+        job = Job(row.id, dest, part, "download", size, sha256, gid=gid, split=split)
         job.hasher = PrefixHasher(part)
         self.jobs[row.id] = job
         resumed = f" (resuming at {human_bytes(have)})" if have else ""
-        self.store.transition(row.id, S.DOWNLOADING, f"downloading{resumed}", error=None, bytes_done=have)
+        self.store.transition(row.id, S.DOWNLOADING, f"downloading{resumed} on pod {self.s.pod_id}", error=None, bytes_done=have)
         return True
 
     def _collect_resolutions(self) -> None:
@@ -367,8 +397,19 @@ class Manager:
             if row is None or row.state != S.QUEUED.value:
                 continue  # paused, cancelled or removed meanwhile: the answer is no longer wanted
             if isinstance(result, SourceError):
-                self._retry_or_fail(download_id, str(result), retryable=result.retryable)
+                if result.rate_limited:  # not a failed attempt: wait what the server said
+                    self._rate_limited(download_id, row.source, result.retry_after)
+                else:
+                    self._retry_or_fail(download_id, str(result), retryable=result.retryable)
                 continue
+            pinned = self.size_pins.get(download_id)
+            if pinned is not None:
+                try:
+                    check_size_pin(pinned, result.size, "the hub" if row.source.startswith("hf://") else "the server")
+                except SourceError as e:
+                    self._retry_or_fail(download_id, str(e), retryable=False)
+                    continue
+                result = replace(result, size=pinned)
             self.resolved[download_id] = result
             # What the source says now is what the file is checked against.
             self.store.update(download_id, size=result.size, sha256=result.sha256, sha256_origin=result.sha256_origin)
@@ -402,37 +443,6 @@ class Manager:
             self._drop_job(job.id)
             self._retry_or_fail(job.id, "download was removed from aria2")
 
-    def _on_aria2_error(self, job: Job, st: Aria2Status) -> None:
-        message = (st.error_message or "").strip()
-        code = st.error_code or "?"
-        gid = job.gid
-        row = self.store.get(job.id)
-        assert row is not None and gid is not None
-        self.daemon.remove(gid)
-        disk_full = code == ERR_DISK_FULL or "No space left" in message or (code == ERR_IO and "space" in message)
-        if disk_full:
-            self._drop_job(job.id)
-            have = file_size(job.part) or 0
-            msg = (
-                f"disk full: {human_bytes(free_bytes(job.dest.parent))} free in {job.dest.parent}; "
-                f"the {human_bytes(have)} already downloaded are kept: free some space and retry"
-            )
-            self.store.transition(job.id, S.FAILED, msg, level="error", error=msg, speed=0)
-            return
-        is_hub = row.source.startswith("hf://")
-        if is_hub and code == ERR_HTTP_BAD and job.reresolves < MAX_RERESOLVE:
-            # Most likely the signed CDN URL expired (403): ask the hub again, same dir/out, control file kept.
-            job.reresolves += 1
-            self.store.log(job.id, f"signed URL rejected ({message}): re-resolving and resuming", "warning")
-            res = self.resolved.get(job.id)
-            if res is not None:
-                job.gid = self.daemon.add(res.url, job.dest.parent, job.part.name, res.headers, job.size)
-                return
-        self._drop_job(job.id)
-        retryable = code not in (ERR_NOT_FOUND, ERR_AUTH)
-        hint = " (set HF_TOKEN or CIVITAI_TOKEN?)" if code == ERR_AUTH else ""
-        self._retry_or_fail(job.id, f"aria2 error {code}: {message}{hint}", retryable=retryable)
-
     def _poll_hash(self, job: Job) -> None:
         task = job.task
         assert task is not None
@@ -448,35 +458,13 @@ class Manager:
             self._drop_job(job.id)
             self._retry_or_fail(job.id, f"verification failed: {task.error}")
             return
-        size = file_size(task.path)
-        digest = task.digest
-        problem = None
-        if job.size is not None and size != job.size:
-            problem = f"size mismatch: expected {job.size} bytes, got {size}"
-        elif job.sha256 and digest != job.sha256:
-            if not task.full_pass:
-                # The prefix hash read while aria2 wrote; before calling it corrupt, read it all once more.
-                self.store.log(job.id, "checksum differs: re-reading the whole file to be sure", "warning")
-                job.task = HashTask(task.path, on_done=self._wake.set)
-                return
-            problem = f"checksum mismatch: expected {job.sha256}, got {digest}"
+        outcome = finish(self.store, job, task)
+        if outcome == REHASH:
+            job.task = HashTask(task.path, on_done=self._wake.set)
+            return
         self.jobs.pop(job.id, None)
-        if problem is None:
-            if job.kind != "existing":
-                place(job.part, job.dest)
-            verified = bool(job.sha256)
-            how = "sha256 verified" if verified else "size checked only: no sha256 known (unverified)"
-            self.store.transition(
-                job.id, S.DONE, f"done: {how}", bytes_done=size or 0, verified=verified, error=None, speed=0
-            )
-        elif job.kind == "existing":
-            moved = quarantine(job.dest)
-            self.store.log(job.id, f"file in place is not the expected one ({problem}); moved to {moved.name}", "warning")
-            self.store.transition(job.id, S.QUEUED, "queued: downloading a good copy")
-        else:
-            remove_partial(job.part)
-            self.store.update(job.id, bytes_done=0)  # those bytes are gone: progress must not say otherwise
-            self._retry_or_fail(job.id, problem)
+        if isinstance(outcome, Retry):
+            self._retry_or_fail(job.id, outcome.message)
 
     # --- failure handling --------------------------------------------------------------------------------
     def _drop_job(self, download_id: str) -> None:

@@ -1,7 +1,11 @@
 """The long-running downloader: a Manager working in a background thread, and the calls a UI makes on it.
 
-`downloader serve` and the web app share one `DownloadService`. If another process owns the workspace (a CLI
-`fetch`), the service keeps answering and takes over the downloads as soon as that process lets go.
+`downloader serve` and the web app share one `DownloadService`. Several pods may run one each on a workspace they
+share (one network volume): each file is then downloaded by one pod, the one that claims it when it starts it
+(downloader/claims.py), and every pod shows every file. That needs locks between processes and atomic renames
+from the filesystem (`locks.check_sharing`); where they are missing, the service says so and runs as the only pod
+(the workspace lock), as it does while another process owns the workspace (a CLI `fetch`): it keeps answering
+and takes over the downloads as soon as that process lets go.
 
 The manager loop is the one writer of download states: every call that changes something resolves what it needs
 in the calling thread, then hands the change to the loop and waits (at most `Settings.command_timeout`) for its
@@ -21,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from .claims import live_holders
 from .commands import Conflict, EngineUnavailable, NotFound
 from .config import Settings
 from .errors import Aria2Error, ManifestError, WorkspaceBusy
 from .files import control_path, part_path
 from .intake import add_refused
+from .locks import WorkspaceLock, check_sharing
 from .manager import Manager
 from .manifest import Catalog, ModelSpec, confine, load_catalog
 from .plan import Plan, build_plan
@@ -65,6 +71,11 @@ class DownloadService:
         # What ComfyUI waits for besides the rows marked required; the catalog is fixed, so worked out once.
         self.preset_required = preset_requirements(self.catalog, settings.model_presets or ())
         self.manager = Manager(settings, self.store)
+        self.shared, self.sharing_note = self._sharing()
+        # One lock of this pod's (one service and one aria2c per pod) when pods share the workspace; the
+        # workspace's own otherwise.
+        self.manager.lock = (WorkspaceLock(settings.state_dir, pod=settings.pod_id) if self.shared
+                             else WorkspaceLock(settings.state_dir, best_effort=True))
         self.owner_note: str | None = None  # why we are not downloading (another owner), for the UI
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -73,6 +84,21 @@ class DownloadService:
         self._problem: str = "starting"
         self._problem_at = 0
         self._failing = False  # the problem is a failure (not starting, not waiting for another owner)
+
+    def _sharing(self) -> tuple[bool, str]:
+        """Whether this pod shares the workspace with others, and the line that says so (log and status page)."""
+        pod = self.settings.pod_id
+        check = check_sharing(self.settings.state_dir)
+        if check.ok:
+            note = f"pod {pod}: sharing the workspace with any other pods on it (each file is downloaded by one pod)"
+            log.info("%s", note)
+            state = "done"
+        else:
+            note = f"pod {pod}: single-pod: {check.reason}; this pod downloads alone, other pods wait for it"
+            log.warning("%s", note)
+            state = "skipped"
+        self.store.set_component(f"pod {pod}"[:64], state, note)
+        return check.ok, note
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,7 +220,13 @@ class DownloadService:
             "required_done": ready,  # the older name of comfyui_ready, kept for scripts that read it
             "manager": "running" if health.ok else ("failed" if self._failing else "waiting"),
             "note": health.reason,
+            "pod": self.settings.pod_id,
+            "shared": self.shared,
         }
+
+    def holders(self) -> dict[str, str]:
+        """download id -> the pod fetching it now (its live claim): every pod shows every pod's work."""
+        return live_holders(self.store)
 
     def missing(self, rows: list[dict[str, Any]] | None = None) -> Missing:
         """What ComfyUI still waits for (see `readiness.missing`); empty when it is ready."""

@@ -26,6 +26,7 @@ from huggingface_hub.errors import (
 
 from .config import Settings
 from .errors import SourceError
+from .hosts import parse_retry_after
 from .manifest import HfSource, ModelSpec, UrlSource
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -53,27 +54,43 @@ def _auth_header(token: str | None) -> list[str]:
     return [f"Authorization: Bearer {token}"] if token else []
 
 
-def _hub_error(spec: ModelSpec, src: HfSource, e: Exception) -> SourceError:
+def repo_page(repo_id: str, settings: Settings) -> str:
+    """The hub page of a repository, where its licence is accepted: HF_ENDPOINT/owner/repo."""
+    return f"{hf_endpoint(settings)}/{repo_id}"
+
+
+def gated_message(repo_id: str, settings: Settings) -> str:
+    """What a 403 from the hub (or its CDN) for a gated or unauthorised repository tells the user."""
+    return f"gated: accept the licence at {repo_page(repo_id, settings)} and set HF_TOKEN"
+
+
+def private_message(repo_id: str) -> str:
+    """What a 401 / repository-not-found from the hub tells the user."""
+    return f"private: set HF_TOKEN (the hub does not show {repo_id} without one; or check the repository name)"
+
+
+def _retry_after(e: Exception) -> float | None:
+    headers = getattr(getattr(e, "response", None), "headers", None)
+    return parse_retry_after(headers.get("Retry-After")) if headers is not None else None
+
+
+def _hub_error(spec: ModelSpec, src: HfSource, e: Exception, settings: Settings) -> SourceError:
     rev = spec.revision or "main"
     what = f"{src.repo_id}/{src.path}@{rev}"
     status = getattr(getattr(e, "response", None), "status_code", None)
-    if isinstance(e, GatedRepoError):
+    if status == 429:
         return SourceError(
-            f"hub says {status or 403}: {src.repo_id} is gated: accept its license on the hub and set HF_TOKEN",
-            status=status,
+            f"hub says 429 for {what}: too many requests", status=429, retryable=True, retry_after=_retry_after(e)
         )
+    if isinstance(e, GatedRepoError) or status == 403:
+        return SourceError(f"{gated_message(src.repo_id, settings)} (hub says {status or 403})", status=status or 403)
     if isinstance(e, RepositoryNotFoundError) or status == 401:
-        return SourceError(
-            f"hub says {status or 401}: repository {src.repo_id} not found or private: check the name or set HF_TOKEN",
-            status=status,
-        )
+        return SourceError(f"{private_message(src.repo_id)} (hub says {status or 401})", status=status or 401)
     if isinstance(e, RevisionNotFoundError):
         return SourceError(f"hub says 404: revision {rev!r} not found in {src.repo_id}", status=404)
     if isinstance(e, RemoteEntryNotFoundError):
         return SourceError(f"hub says 404: {src.path} not found in {src.repo_id} at {rev}", status=404)
-    if status == 403:
-        return SourceError(f"hub says 403 for {what}: HF_TOKEN lacks access to this repository", status=403)
-    if isinstance(e, HfHubHTTPError) and status is not None and status < 500 and status != 429:
+    if isinstance(e, HfHubHTTPError) and status is not None and status < 500:
         return SourceError(f"hub says {status} for {what}", status=status)
     return SourceError(f"hub unreachable for {what}: {type(e).__name__}: {e}", status=status, retryable=True)
 
@@ -85,9 +102,14 @@ def _check_pins(spec: ModelSpec, size: int | None, sha: str | None, origin: str)
             f"the manifest pins sha256 {spec.sha256} but {origin} says {sha}: the file changed upstream or "
             "the manifest is wrong (pin a `revision:` or update `sha256:`); nothing was downloaded"
         )
-    if spec.size and size and spec.size != size:
+    check_size_pin(spec.size, size, origin)
+
+
+def check_size_pin(pinned: int | None, size: int | None, origin: str) -> None:
+    """Refuse when a size pinned in the manifest disagrees with what the source says (SourceError)."""
+    if pinned and size and pinned != size:
         raise SourceError(
-            f"the manifest says {spec.size} bytes but {origin} says {size}: the file changed upstream or "
+            f"the manifest says {pinned} bytes but {origin} says {size}: the file changed upstream or "
             "the manifest is wrong; nothing was downloaded"
         )
 
@@ -101,7 +123,7 @@ def resolve_hf(spec: ModelSpec, src: HfSource, settings: Settings) -> Resolved:
         # No retries here: a retryable failure is retried by the Manager, with its own backoff and progress.
         meta = get_hf_file_metadata(url, token=settings.hf_token or False, endpoint=endpoint)
     except Exception as e:  # noqa: BLE001 - every hub failure becomes one clear SourceError
-        raise _hub_error(spec, src, e) from None
+        raise _hub_error(spec, src, e, settings) from None
     etag = (meta.etag or "").lower()
     hub_sha = etag if SHA256_RE.match(etag) else None  # LFS files: the etag is the sha256
     _check_pins(spec, meta.size, hub_sha, f"the hub ({src.repo_id} at {meta.commit_hash or revision})")
@@ -134,16 +156,23 @@ async def probe_url(session: aiohttp.ClientSession, spec: ModelSpec, src: UrlSou
     size: int | None = None
     try:
         async with session.head(src.url, headers=headers, allow_redirects=True) as r:
-            status = r.status
+            status, retry_after = r.status, r.headers.get("Retry-After")
             if r.status < 400:
                 size = int(r.headers["Content-Length"]) if "Content-Length" in r.headers else None
         if status in (405, 501) or (status < 400 and size is None):
             async with session.get(src.url, headers={**headers, "Range": "bytes=0-0"}, allow_redirects=True) as r:
-                status = r.status
+                status, retry_after = r.status, r.headers.get("Retry-After")
                 total = r.headers.get("Content-Range", "").rpartition("/")[2]
                 size = int(total) if total.isdigit() else None
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
         raise SourceError(f"cannot reach {src.url}: {type(e).__name__}: {e}", retryable=True) from None
+    if status == 429:
+        raise SourceError(
+            f"server says 429 for {src.url}: too many requests",
+            status=429,
+            retryable=True,
+            retry_after=parse_retry_after(retry_after),
+        )
     if status in (401, 403):
         raise SourceError(f"server says {status} for {src.url}: set CIVITAI_TOKEN / HF_TOKEN if it needs a token", status=status)
     if status == 404:

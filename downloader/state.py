@@ -1,7 +1,8 @@
 """SQLite state through SQLAlchemy 2: one row per artifact, an event history, installation components.
 
 The database is the meeting point of the processes: the Manager writes downloads and events, the
-entrypoint writes components, the web layer reads both. WAL mode lets readers run while the Manager writes.
+entrypoint writes components, the web layer reads both; on a shared network volume, the processes of other pods
+too. How connections are set up for that (journal mode by filesystem, waits for locks): downloader/sqlite_setup.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Index,
     String,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -31,6 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from downloader import sqlite_setup
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +174,21 @@ class IllegalTransition(RuntimeError):
     """A state change the state machine does not allow."""
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent after kill -9
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
-
-
 def make_engine(db_path: Path) -> Engine:
-    """An engine on a SQLite file in WAL mode, with the schema created."""
+    """An engine on a SQLite file, with the schema created: WAL on a local disk, the rollback journal on a FUSE or
+    network filesystem (a RunPod network volume), connections that wait out other processes' locks."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{db_path}", connect_args={"check_same_thread": False, "timeout": 30})
-    event.listen(engine, "connect", _sqlite_pragmas)
+    journal_mode = sqlite_setup.journal_mode_for(db_path.parent)
+    if journal_mode == "WAL":
+        engine = create_engine(
+            f"sqlite:///{db_path}",
+            connect_args={"check_same_thread": False, "timeout": sqlite_setup.BUSY_TIMEOUT_SECONDS,
+                          "factory": sqlite_setup.RetryingConnection},
+        )
+    else:  # a shared filesystem: every transaction opens the file afresh under the volume lock (sqlite_setup)
+        engine = create_engine(f"sqlite:///{db_path}", creator=sqlite_setup.shared_connector(db_path),
+                               poolclass=NullPool)
+    event.listen(engine, "connect", lambda dbapi_conn, _record: sqlite_setup.apply_pragmas(dbapi_conn, journal_mode))
     for attempt in range(5):
         try:
             Base.metadata.create_all(engine)
@@ -236,6 +242,20 @@ def _timestamp(value: Any) -> float:
         return datetime.fromisoformat(str(value)).timestamp()
     except ValueError:
         return 0.0
+
+
+EVENTS_KEPT = 200  # events kept per download (and for the service's own): the history a person reads, bounded
+
+
+def _add_event(s: Session, download_id: str | None, level: str, message: str) -> None:
+    """Add an event and drop that download's events beyond the newest EVENTS_KEPT, in the same transaction: one
+    indexed look-up per write, so the table stays bounded however long a pod runs."""
+    s.add(Event(download_id=download_id, level=level, message=message))
+    s.flush()
+    same = Event.download_id.is_(None) if download_id is None else Event.download_id == download_id
+    cutoff = s.scalar(select(Event.id).where(same).order_by(Event.id.desc()).offset(EVENTS_KEPT).limit(1))
+    if cutoff is not None:
+        s.execute(delete(Event).where(same, Event.id <= cutoff).execution_options(synchronize_session=False))
 
 
 class Store:
@@ -369,7 +389,7 @@ class Store:
                 raise IllegalTransition(
                     f"{download_id}: {old.value} -> {new.value} refused: the download moved to {now_state} meanwhile"
                 )
-            s.add(Event(download_id=download_id, level=level, message=message or new.value))
+            _add_event(s, download_id, level, message or new.value)
             row = s.get(Download, download_id)
             assert row is not None
             return row
@@ -382,8 +402,9 @@ class Store:
 
     # --- events ----------------------------------------------------------------------------------
     def log(self, download_id: str | None, message: str, level: str = "info") -> None:
+        """Record an event in a download's history (the newest EVENTS_KEPT of each are kept)."""
         with self.session() as s:
-            s.add(Event(download_id=download_id, level=level, message=message))
+            _add_event(s, download_id, level, message)
 
     def events(self, download_id: str | None = None, limit: int = 100) -> list[Event]:
         """Newest first."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs on a Debian machine (as root), idempotently:
 # python3 with venv, aria2 (when aria2c is missing), and a venv at .venv with the project installed.
-# Sourced by run.sh and test.sh; WITH_TEST_DEPS=1 adds the test tools and Chromium.
+# Sourced by run.sh and test.sh; WITH_TEST_DEPS=1 adds the test tools, Chromium and MooseFS.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -25,6 +25,11 @@ command -v aria2c >/dev/null 2>&1 || apt_install aria2
 if [ -n "${WITH_TEST_DEPS:-}" ]; then
   # Browser tests drive Debian's Chromium through playwright (which never downloads a browser of its own).
   command -v chromium >/dev/null 2>&1 || apt_install chromium fonts-liberation
+  # A real MooseFS (what RunPod network volumes are) for the shared-volume tests: tests/moosefs.py runs a master
+  # and a chunkserver in a network namespace of its own and mounts the volume twice, as two pods would.
+  for tool in mfsmaster mfschunkserver mfsmount; do
+    command -v "$tool" >/dev/null 2>&1 || { apt_install moosefs-master moosefs-chunkserver moosefs-client; break; }
+  done
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -17,6 +17,12 @@ from typing import Any
 import pytest
 
 from downloader.config import Settings
+from tests.moosefs import (
+    MooseFS,
+    MooseFSUnavailable,
+    moosefs_unavailable,
+    running_moosefs,
+)
 from tests.servers import FakeHub, FileServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,10 +63,41 @@ def make_blob(tmp_path: Path):
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
+def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The pod's workspace: a folder in tmp; for a test marked `shared_volume`, also one on a real MooseFS."""
+    if getattr(request, "param", "local") == "moosefs":
+        return request.getfixturevalue("moosefs").folder(request.node.name)
     ws = tmp_path / "ws"
     ws.mkdir()
     return ws
+
+
+# --- a RunPod network volume: a real MooseFS mounted twice (tests/moosefs.py) ------------------------------
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "shared_volume: run the test twice, with its `workspace` in tmp and on a real MooseFS (a RunPod network "
+        "volume; tests/moosefs.py)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("shared_volume") and "workspace" in metafunc.fixturenames:
+        metafunc.parametrize("workspace", ["local", "moosefs"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def moosefs() -> Iterator[MooseFS]:
+    """One MooseFS volume for the session, mounted twice (`.mount_a`, `.mount_b`: two pods); `.folder(name)` gives a
+    new folder on it. Skips where the machine cannot run it (not root, no `ip`, /dev/fuse or MooseFS packages)."""
+    reason = moosefs_unavailable()
+    if reason:
+        pytest.skip(f"no MooseFS: {reason}")
+    try:
+        with running_moosefs() as fs:
+            yield fs
+    except MooseFSUnavailable as e:
+        pytest.skip(f"no MooseFS: {e}")
 
 
 def test_settings(workspace: Path, **changes: Any) -> Settings:

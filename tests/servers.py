@@ -316,13 +316,15 @@ class _Exchange:
         extra_headers: dict[str, str] | None = None,
         rate_limit: float | None = None,
         faults: bool = False,
+        ranges: bool = True,
     ) -> None:
-        """Serve content with Range support, pacing and (optionally) drop/stall faults."""
+        """Serve content with Range support (``ranges=False``: the header is ignored and the whole body is sent
+        with 200, as some servers do), pacing and (optionally) drop/stall faults."""
         f, size = content.open()
         try:
-            rng = _parse_range(self.headers.get("range"), size)
+            rng = _parse_range(self.headers.get("range"), size) if ranges else None
             headers = {
-                "Accept-Ranges": "bytes",
+                "Accept-Ranges": "bytes" if ranges else "none",
                 "ETag": content.etag,
                 "Last-Modified": email.utils.formatdate(content.last_modified, usegmt=True),
             }
@@ -479,6 +481,8 @@ class _ServerBase:
         self._finishing = 0  # of those, how many are about to complete
         self._bytes: dict[str, int] = {}
         self._faults: list[_Fault] = []
+        # Rate limiting (429 + Retry-After): path filter (None: every path) -> [seconds, end of window or None]
+        self._limits: dict[str | None, list[float | None]] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -623,6 +627,31 @@ class _ServerBase:
                     return fault
         return None
 
+    def _rate_limit(self, path: str | None, retry_after: float) -> None:
+        with self._lock:
+            self._limits[path] = [retry_after, None]
+
+    def _limited(self, ex: _Exchange, path: str) -> bool:
+        """Answer 429 with ``Retry-After`` when ``path`` is rate limited: the first matching request opens a window
+        of the announced seconds, and every request inside it is refused too, with the seconds left."""
+        now = time.monotonic()
+        with self._lock:
+            key = path if path in self._limits else (None if None in self._limits else "")
+            if key == "":
+                return False
+            seconds, until = self._limits[key]
+            assert seconds is not None
+            if until is None:
+                until = now + seconds
+                self._limits[key][1] = until
+            elif now >= until:
+                del self._limits[key]
+                return False
+        left = max(1, int(until - now + 0.999))
+        ex.fault = "ratelimit"
+        ex.send_simple(429, b"Too Many Requests\n", {"Retry-After": str(left)})
+        return True
+
     def _dispatch(self, handler: _Handler) -> None:
         ex = _Exchange(handler, self)
         with self._lock:
@@ -700,6 +729,8 @@ class FileServer(_ServerBase):
         self._bearer: str | None = None
         self.clock: Callable[[], float] = time.time
         self._holds: dict[str, Hold] = {}
+        # True: Range headers are ignored (200 with the whole body), like a server or proxy that cannot resume.
+        self.ignore_range = False
 
     # -- content -------------------------------------------------------------
 
@@ -761,6 +792,11 @@ class FileServer(_ServerBase):
     def stall_next(self, count: int, seconds: float, path: str | None = None, *, after_bytes: int = 65536) -> None:
         """Send headers and ``after_bytes`` of body, then nothing for ``seconds``, then close."""
         self._add_fault(_Fault("stall", count, path, after_bytes=after_bytes, seconds=seconds))
+
+    def rate_limit_next(self, retry_after: float, path: str | None = None) -> None:
+        """Answer the next request (of ``path``) ``429 Too Many Requests`` with ``Retry-After: retry_after``, and
+        every further one until those seconds have passed (with the seconds left), as a busy CDN does."""
+        self._rate_limit(path, retry_after)
 
     def hold(self, path: str) -> Hold:
         """Keep every request for ``path`` (HEAD and GET) waiting, with no answer, until ``release()``; a slow
@@ -825,6 +861,8 @@ class FileServer(_ServerBase):
         if self.sign_required and not self._signature_ok(ex):
             ex.send_simple(403, b"Request has expired", content_type="text/plain")
             return
+        if self._limited(ex, ex.path):
+            return
         if ex.method == "GET":
             fault = self._take_fault(("fail",), ex.path)
             if fault is not None:
@@ -836,7 +874,7 @@ class FileServer(_ServerBase):
         if content is None:
             ex.send_simple(404, b"Not Found\n")
             return
-        ex.send_content(content, rate_limit=self.rate_limit, faults=True)
+        ex.send_content(content, rate_limit=self.rate_limit, faults=True, ranges=not self.ignore_range)
 
 
 # ---------------------------------------------------------------------------
@@ -1016,6 +1054,11 @@ class FakeHub(_ServerBase):
         """Answer ``status`` to the next ``count`` resolve requests (HEAD or GET)."""
         self._add_fault(_Fault("fail", count, path_in_repo, status=status))
 
+    def rate_limit_next(self, retry_after: float, path_in_repo: str | None = None) -> None:
+        """Answer the next resolve request (of ``path_in_repo``) ``429`` with ``Retry-After: retry_after``, and every
+        further one until those seconds have passed, as the hub does with a client that asks too often."""
+        self._rate_limit(path_in_repo, retry_after)
+
     def file_url(self, repo_id: str, path_in_repo: str, revision: str = "main") -> str:
         """The hub's resolve URL, as ``hf_hub_url(..., endpoint=hub.url)`` builds it."""
         return f"{self.url}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(path_in_repo)}"
@@ -1128,6 +1171,8 @@ class FakeHub(_ServerBase):
         if not self._check_gate(ex, repo):
             return
         revision, path_in_repo = rest[1], "/".join(rest[2:])
+        if self._limited(ex, path_in_repo):
+            return
         fault = self._take_fault(("fail",), path_in_repo)
         if fault is not None:
             ex.fault = "fail"

@@ -59,6 +59,7 @@ def test_fetch_prints_progress_and_exits_zero_when_all_verified(settings, cdn, m
     assert row["state"] == "done" and row["verified"] is True and row["bytes_done"] == blob.size
 
 
+@pytest.mark.shared_volume  # also on a real MooseFS: a RunPod network volume
 def test_kill_9_mid_download_then_resume_fetches_little_again(settings, make_blob, one_model):
     blob = make_blob(48 << 20)
     per_connection = 2_000_000

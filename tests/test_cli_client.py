@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from downloader.locks import SERVICE_FILE
+from downloader.config import service_file
 from downloader.state import DownloadState, Store
 from tests.conftest import Blob, ServiceProcess, run_cli, service_process, start_cli
 from tests.servers import FileServer
@@ -59,11 +59,24 @@ def state_of(settings, download_id: str) -> str | None:
     return r["state"] if r else None
 
 
-def lock_owner(settings) -> int | None:
+def owner_record(settings) -> dict[str, Any]:
+    """What the newest lock file says (the workspace's `owner.lock`, or a service's `owner-<pod>.lock` when pods
+    may share the workspace): the owner's pid and its aria2c's."""
+    locks = sorted(settings.state_dir.glob("owner*.lock"), key=lambda p: p.stat().st_mtime) if settings.state_dir.exists() else []
     try:
-        return json.loads((settings.state_dir / "owner.lock").read_text()).get("pid")
+        return dict(json.loads(locks[-1].read_text())) if locks else {}
     except (OSError, ValueError):
-        return None
+        return {}
+
+
+def lock_owner(settings) -> int | None:
+    return owner_record(settings).get("pid")
+
+
+def service_record(settings) -> Path:
+    """The running service's record: `service-<pod>.json`, one per pod."""
+    [record] = settings.state_dir.glob("service-*.json")
+    return record
 
 
 @contextmanager
@@ -270,7 +283,7 @@ def test_verify_through_the_service(settings, service, cdn, make_blob, one_model
 
 # --- finding the service ----------------------------------------------------------------------------------
 def test_the_local_token_is_owner_only_and_never_on_a_command_line_or_in_the_log(settings, service, make_blob, one_model):
-    record = settings.state_dir / SERVICE_FILE
+    record = service_record(settings)
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
     info = json.loads(record.read_text())
     token = info["token"]
@@ -311,7 +324,7 @@ def test_the_service_dying_mid_way_is_one_clear_line(settings, service, make_blo
         path = one_model(f"{cdn.url}/m.bin", "loras/m.safetensors", blob.sha256)
         proc = start_cli(settings, "fetch", str(path))
         wait_for(lambda: (row(settings, "m") or {}).get("bytes_done", 0) > 0, "the download to start", proc=proc)
-        aria2_pid = json.loads((settings.state_dir / "owner.lock").read_text())["aria2_pid"]
+        aria2_pid = owner_record(settings)["aria2_pid"]
         service.proc.kill()  # kill -9: no clean stop, its record stays behind
         service.proc.wait(10)
         os.kill(aria2_pid, signal.SIGKILL)
@@ -328,14 +341,15 @@ def test_a_stale_service_record_means_no_service(settings, cdn, make_blob, one_m
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     settings.state_dir.mkdir(parents=True)
-    record = settings.state_dir / SERVICE_FILE
+    record = settings.state_dir / service_file("a-dead-pod")
     blob = make_blob(1 << 20)
     cdn.add_file("/m.bin", blob.path)
     path = one_model(f"{cdn.url}/m.bin", "loras/m.safetensors", blob.sha256)
     for pid in (dead.pid, os.getpid()):  # a dead pid; a live one whose port does not answer
         from downloader.aria2 import free_port
 
-        record.write_text(json.dumps({"pid": pid, "host": "127.0.0.1", "port": free_port(), "token": "x" * 40}))
+        record.write_text(json.dumps({"pid": pid, "host": "127.0.0.1", "port": free_port(), "token": "x" * 40,
+                                      "pod": "a-dead-pod"}))
         res = run_cli(settings, "fetch", str(path), timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "1 of 1 file(s) verified in place" in res.stdout

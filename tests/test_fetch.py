@@ -25,6 +25,7 @@ def leftovers(settings: Settings) -> list[str]:
     return sorted(p.name for p in settings.models_dir.rglob("*") if p.name.endswith((".part", ".aria2")))
 
 
+@pytest.mark.shared_volume  # also on a real MooseFS: a RunPod network volume
 def test_direct_url_is_downloaded_verified_and_placed(settings, cdn, make_blob):
     blob = make_blob(12 << 20)
     cdn.add_file("/files/m.bin", blob.path)
@@ -206,6 +207,7 @@ def test_disk_full_midway_fails_cleanly_and_keeps_the_bytes(small_disk, make_blo
     assert not (settings.models_dir / "loras/model.safetensors").exists()
 
 
+@pytest.mark.shared_volume  # also on a real MooseFS: a RunPod network volume
 def test_file_in_place_is_adopted_without_download(settings, cdn, make_blob):
     blob = make_blob(4 << 20)
     cdn.add_file("/m.bin", blob.path)
@@ -245,7 +247,7 @@ def test_done_files_are_trusted_only_while_present(settings, cdn, make_blob):
 def test_unverified_direct_url_is_size_checked_and_flagged(settings, cdn, make_blob):
     blob = make_blob(1 << 20)
     cdn.add_file("/m.bin", blob.path)
-    [row] = fetch([spec(cdn.url + "/m.bin")], settings)
+    [row] = fetch([spec(cdn.url + "/m.bin", "loras/model.bin")], settings)  # not .safetensors: no structure to check
     assert row.state == "done" and row.verified is False and row.sha256_origin is None
     assert row.size == blob.size
 
@@ -272,6 +274,7 @@ def test_stalled_download_is_detected_and_restarted(settings, cdn, make_blob):
         assert any("stalled" in e.message for e in store.events("model"))
 
 
+@pytest.mark.shared_volume  # also on a real MooseFS: a RunPod network volume
 def test_pause_keeps_partial_and_resume_continues(settings, make_blob):
     from tests.servers import FileServer
 

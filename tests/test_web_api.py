@@ -14,8 +14,8 @@ from downloader.aria2 import free_port
 from downloader.config import Settings
 from downloader.manifest import load_catalog
 from downloader.service import DownloadService
-from web import create_app
 from tests.conftest import wait_service_started
+from web import create_app
 from web.auth import AuthConfig, resolve_auth
 
 PASSWORD = "correct horse battery staple"

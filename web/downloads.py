@@ -54,13 +54,15 @@ LABELS = {state.value: label for state, label in STATE_LABELS.items()} | {AVAILA
 PRESET_STATE_ORDER = (S.FAILED, S.DOWNLOADING, S.VERIFYING, S.QUEUED, S.PAUSED)
 
 
-def row_json(data: dict[str, Any], presets: list[str]) -> dict[str, Any]:
-    """A download as the API shows it: the row (a `store.rows()` dict) plus progress, ETA and its presets."""
+def row_json(data: dict[str, Any], presets: list[str], pod: str | None = None) -> dict[str, Any]:
+    """A download as the API shows it: the row (a `store.rows()` dict) plus progress, ETA, its presets and the pod
+    fetching it (its live claim; None when no pod works on it)."""
     size = data["size"] or 0
     done = bytes_done(data["state"], size, data["bytes_done"])
     data["progress"] = round(done / size, 4) if size else None
     data["eta_s"] = round((size - done) / data["speed"]) if data["speed"] and size else None
     data["presets"] = presets
+    data["pod"] = pod
     data.pop("next_attempt_at", None)
     return data
 
@@ -74,7 +76,8 @@ def snapshot(svc: DownloadService) -> dict[str, Any]:
         for model_id in preset.models:
             presets_of.setdefault(model_id, []).append(name)
     known = {r["id"] for r in rows}
-    downloads = [row_json(r, presets_of.get(r["id"], [])) for r in rows]
+    holders = svc.holders()
+    downloads = [row_json(r, presets_of.get(r["id"], []), holders.get(r["id"])) for r in rows]
     # Manifest models never asked for yet show as "available" so a person can start them.
     for model in svc.catalog.models.values():
         if model.id not in known:
@@ -93,6 +96,7 @@ def snapshot(svc: DownloadService) -> dict[str, Any]:
                     "eta_s": None,
                     "error": None,
                     "verified": False,
+                    "pod": None,
                 }
             )
     presets = []
@@ -316,7 +320,7 @@ def add_download() -> Any:
         if is_htmx():  # the card again, with what was typed and the reason next to it
             return render_template("_downloads_add.html", add=_add_form(request.form.to_dict(), error=str(e)))
         return _fail(e.status, str(e))
-    row = row_json(service().get(spec.id).as_dict(), [])
+    row = row_json(service().get(spec.id).as_dict(), [], service().holders().get(spec.id))
     if is_htmx():
         _cache().clear()
         said = f"Queued {row['id']} \u2192 {row['dest']}."

@@ -1,8 +1,8 @@
 """`downloader serve`: the web UI under a production WSGI server (waitress), with the manager in the background.
 
-The service owns the workspace: it records in `<state>/service.json` (owner-only) its pid, port and a per-start
-local token, so that `downloader fetch` and the other commands on the same machine become its clients instead of
-waiting on the workspace lock it holds.
+The service owns its pod's downloads: it records in `<state>/service-<pod>.json` (owner-only) its pid, port, pod and
+a per-start local token, so that `downloader fetch` and the other commands on the same machine become its clients
+instead of waiting on the lock it holds. Several pods sharing the state folder each write their own record.
 """
 
 from __future__ import annotations
@@ -56,13 +56,14 @@ def run_service(settings: Settings, host: str, port: int, presets: Sequence[str]
     port = int(server.effective_port)  # type: ignore[union-attr]
     # Written before the manager takes the workspace lock, so a CLI never finds the lock held by a service it
     # cannot see (connections made before server.run() wait in the listen backlog); removed on a clean stop.
-    info = ServiceInfo(os.getpid(), local_address(host), port, auth.local_token or "")
+    info = ServiceInfo(os.getpid(), local_address(host), port, auth.local_token or "", settings.pod_id)
     write_service_info(settings.state_dir, info)
     try:
         svc.start()
         threading.Thread(target=_queue_presets, args=(svc, presets, console), name="presets", daemon=True).start()
         shown = "localhost" if host in ("0.0.0.0", "::") else host
-        console.print(f"downloader UI on http://{shown}:{port}/ (models in {settings.models_dir})")
+        console.print(f"downloader UI on http://{shown}:{port}/ (models in {settings.models_dir}; pod {settings.pod_id})")
+        console.print(svc.sharing_note)
         if auth.password is None:
             console.print("[yellow]warning[/]: DOWNLOADER_AUTH=none: the UI has no password; anyone who can reach it can use it")
         elif auth.source == "generated":
@@ -77,6 +78,6 @@ def run_service(settings: Settings, host: str, port: int, presets: Sequence[str]
                 if not received:  # close() from the handler makes the loop raise on the closed socket
                     raise
     finally:
-        remove_service_info(settings.state_dir, info.pid)
+        remove_service_info(settings.state_dir, info.pod, info.pid)
         svc.stop()
     return 128 + received[0] if received else 0

@@ -166,6 +166,7 @@ def healthz() -> Any:
     body = jsonify(
         status="ok" if ok else "unavailable",
         reason=reason,
+        pod=summary["pod"],
         version=current_app.config.get("VERSION"),
         downloads=summary["counts"],
         comfyui_ready=summary["comfyui_ready"],

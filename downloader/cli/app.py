@@ -7,7 +7,7 @@ Exit codes: 0 success, 1 something failed (the lines say what), 2 bad input (usa
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import click
@@ -66,9 +66,10 @@ def settings_of(ctx: click.Context) -> Settings:
 
 
 def service_of(ctx: click.Context) -> ServiceClient | None:
-    """The running service of this workspace (None: none runs, or its record is stale)."""
+    """This pod's running service for the workspace (None: none runs, or its record is stale)."""
+    settings = settings_of(ctx)
     try:
-        return find_service(settings_of(ctx).state_dir)
+        return find_service(settings.state_dir, settings.runpod_pod_id)
     except ServiceUnreadable as e:
         raise click.ClickException(str(e)) from None
 
@@ -140,14 +141,15 @@ def report_fetch(rows: Sequence[RowLike], refused: Sequence[tuple[str, str]] = (
         sys.exit(1)
 
 
-def show_rows(rows: Sequence[RowLike]) -> None:
-    """The `status` table."""
+def show_rows(rows: Sequence[RowLike], pods: Mapping[str, str] | None = None) -> None:
+    """The `status` table; `pods`: download id -> the pod fetching it (pods sharing the workspace)."""
+    pods = pods or {}
     table = Table()
-    for col in ("id", "state", "progress", "size", "error"):
+    for col in ("id", "state", "progress", "size", "pod", "error"):
         table.add_column(col)
     for r in rows:
         pct = f"{100 * bytes_done(r.state, r.size, r.bytes_done) / r.size:.1f}%" if r.size else "?"
         if r.state == DownloadState.DONE:
             pct = "100%" + ("" if r.verified else " (unverified)")
-        table.add_row(r.id, r.state, pct, human_bytes(r.size) if r.size else "?", r.error or "")
+        table.add_row(r.id, r.state, pct, human_bytes(r.size) if r.size else "?", pods.get(r.id, ""), r.error or "")
     console.print(table)

@@ -1,7 +1,9 @@
-"""The CLI as a client of a running `downloader serve`: find it through `<state>/service.json`, call its JSON API.
+"""The CLI as a client of a running `downloader serve`: find this pod's through its record in the state folder
+(`service-<pod>.json`), call its JSON API.
 
-The service owns the workspace (it holds the lock for its whole life), so when one runs, every command asks it
-instead of touching the state database or waiting on the lock.
+The service owns this pod's downloads, so when one runs, every command asks it instead of touching the state
+database or waiting on a lock. Several pods' services may share the state folder: ours is the one whose port
+answers on loopback and says it is the record's pod (and, when RUNPOD_POD_ID names this pod, that pod).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..locks import SERVICE_FILE, ServiceInfo, read_service_info
+from ..locks import ServiceInfo, read_service_infos
 
 PROBE_TIMEOUT = 5.0  # a live service answers /healthz at once; a stale record's port refuses or stays silent
 CALL_TIMEOUT = 600.0  # starting a preset resolves every file at the hub first
@@ -69,7 +71,7 @@ class ServiceClient:
         if status >= 400:
             message = payload.get("error") if isinstance(payload, dict) else None
             if status == 401:
-                message = f"the service did not accept the local token of {SERVICE_FILE}: {message}"
+                message = f"the service did not accept the local token of its record: {message}"
             raise ServiceError(message or f"the service answered HTTP {status} to {method} {path}", status)
         return status, payload
 
@@ -80,13 +82,21 @@ class ServiceClient:
         return self.call("POST", path, body if body is not None else {})[1]
 
     def answers(self) -> bool:
-        """Whether something answers on the recorded port as a downloader service does (503 included: a service
-        whose engine is starting or waiting still owns the workspace, and says why)."""
+        """Whether the recorded pod's service answers on the recorded port (503 included: a service whose engine
+        is starting or waiting still owns its pod's downloads, and says why). The pod is what /healthz says, or
+        (a service that does not say it there) the summary of /api/downloads, asked with the record's token."""
         try:
             status, payload = self.request("GET", "/healthz", timeout=PROBE_TIMEOUT)
+            if not (status in (200, 503) and isinstance(payload, dict) and "downloads" in payload):
+                return False
+            pod = payload.get("pod")
+            if pod is None:
+                status, payload = self.request("GET", "/api/downloads", timeout=PROBE_TIMEOUT)
+                summary = payload.get("summary") if status == 200 and isinstance(payload, dict) else None
+                pod = summary.get("pod") if isinstance(summary, dict) else None
         except ServiceError:
             return False
-        return status in (200, 503) and isinstance(payload, dict) and "downloads" in payload
+        return bool(pod) and pod == self.info.pod
 
 
 def segment(value: str) -> str:
@@ -94,16 +104,24 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def find_service(state_dir: Path) -> ServiceClient | None:
-    """The service running for this workspace, or None: no record, or a stale one (dead pid, silent port)."""
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def find_service(state_dir: Path, pod: str | None = None) -> ServiceClient | None:
+    """This machine's service for the workspace (of `pod`, RUNPOD_POD_ID, when known), or None: no record, or only
+    stale ones (dead pid, silent port) and other pods'. Without a known pod, only a record on loopback counts:
+    another machine's service may answer on a network address."""
     try:
-        info = read_service_info(state_dir)
-    except PermissionError:
+        infos = read_service_infos(state_dir, pod)
+    except PermissionError as e:
         raise ServiceUnreadable(
-            f"a downloader service runs for this workspace, but this user cannot read {state_dir / SERVICE_FILE}: "
+            f"a downloader service runs for this workspace, but this user cannot read {e.filename}: "
             "run the command as the user that runs the service"
         ) from None
-    if info is None:
-        return None
-    client = ServiceClient(info)
-    return client if client.answers() else None
+    for info in infos:
+        if pod is None and not info.host.startswith(LOOPBACK):
+            continue
+        client = ServiceClient(info)
+        if client.answers():
+            return client
+    return None

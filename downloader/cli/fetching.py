@@ -118,12 +118,14 @@ def _fetch_here(settings: Settings, specs: Sequence[ModelSpec], wait: bool) -> l
 
 
 def _service_owning(settings: Settings) -> ServiceClient | None:
-    """The running service, if it is what holds the workspace lock (a service itself waiting for another
-    `fetch` could not take our files before that one ends either)."""
-    client = find_service(settings.state_dir)
-    if client is None or WorkspaceLock(settings.state_dir).owner().get("pid") != client.info.pid:
+    """This pod's running service, if it downloads: it holds the workspace lock, or its pod's lock when pods
+    share the workspace (a service itself waiting for another `fetch` could not take our files before that one
+    ends either)."""
+    client = find_service(settings.state_dir, settings.runpod_pod_id)
+    if client is None:
         return None
-    return client
+    locks = (WorkspaceLock(settings.state_dir), WorkspaceLock(settings.state_dir, pod=client.info.pod))
+    return client if any(lock.owner().get("pid") == client.info.pid for lock in locks) else None
 
 
 def _on_wait(settings: Settings, message: str) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import click
 
+from ..claims import live_holders
 from ..errors import DownloaderError, ManifestError, human_bytes
 from ..reverify import CheckResult, reverify
 from ..state import Store
@@ -33,7 +34,8 @@ from .progress import Row
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """What the state database knows about every download (the service's view when it runs).
+    """What the state database knows about every download (the service's view when it runs), with the pod
+    fetching each file when pods share the workspace.
 
     Example: downloader status --json | jq '.[] | select(.state=="failed")'
     """
@@ -43,14 +45,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(data, indent=2))
         else:
-            show_rows([Row.from_api(d) for d in data])
+            show_rows([Row.from_api(d) for d in data], {d["id"]: d["pod"] for d in data if d.get("pod")})
         return
     with Store(settings_of(ctx).db_path) as store:
         rows = store.downloads()
+        pods = live_holders(store)  # other pods' services may be fetching some of them
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        click.echo(json.dumps([{**r.as_dict(), "pod": pods.get(r.id)} for r in rows], indent=2))
     else:
-        show_rows(rows)
+        show_rows(rows, pods)
 
 
 def _show(check: CheckResult) -> None:

@@ -12,6 +12,7 @@ from .commands import NotFound
 from .files import file_size, quarantine
 from .manifest import confine
 from .state import Download, DownloadState, Store
+from .structure import needs_structure_check, safetensors_problem
 
 S = DownloadState
 
@@ -47,12 +48,25 @@ def before_hash(store: Store, models_dir: Path, row: Download) -> Path | None:
     elif row.size is not None and size != row.size:
         _fail(store, row, f"size mismatch: expected {row.size} bytes, got {size}; moved to {quarantine(dest).name}")
     elif not row.sha256:
-        store.transition(
-            row.id, S.DONE, "size checked again: no sha256 known (unverified)", expect=S.VERIFYING, bytes_done=size
-        )
+        _unverified_again(store, row, dest, size)
     else:
         return dest
     return None
+
+
+def _unverified_again(store: Store, row: Download, dest: Path, size: int) -> None:
+    """No sha256 to hash against: check what can be checked (a .safetensors file's structure), in the words a
+    download uses."""
+    if needs_structure_check(dest.name):
+        problem = safetensors_problem(dest)
+        if problem is not None:
+            _fail(store, row, f"{problem}; moved to {quarantine(dest).name}")
+            return
+        what = "size and safetensors header checked again" if row.size is not None else "safetensors header checked again"
+    else:
+        what = "size checked again"
+    known = "no sha256 known" if row.size is not None else "no sha256 or size known"
+    store.transition(row.id, S.DONE, f"{what} ({known}): unverified", expect=S.VERIFYING, bytes_done=size)
 
 
 def verdict(store: Store, row_id: str, dest: Path, expected: str, digest: str | None, error: BaseException | None) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +283,21 @@ def page(browser: Any, expected_failures: list[str]) -> Iterator[Any]:
     context.close()
     errors = [e for e in errors if not any(part in e for part in expected_failures)]
     assert errors == [], errors
+
+
+def wait_for(condition: Callable[[], Any], what: str = "condition", timeout: float = 60.0, proc: Any = None) -> Any:
+    """Poll `condition` until it gives something true and return that; after `timeout` s fail naming `what` and, for a
+    process started in the background (`proc`, in its own process group), with what it printed."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            output = ""
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                output = proc.communicate(timeout=10)[0]
+            raise AssertionError(f"timed out waiting for {what}" + (f"; the process printed:\n{output}" if proc else ""))
+        time.sleep(0.05)
+    return value
 
 
 def wait_service_started(svc: Any, timeout: float = 60.0) -> None:

@@ -5,29 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from downloader.state import Store
-from tests.conftest import run_cli, start_cli
+from tests.conftest import run_cli, start_cli, wait_for
 from tests.servers import FakeHub, FileServer
 
 TOKEN = "hf_FAKE-token-for-tests-only-abcdefghijklmnop"
 
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition", proc=None) -> None:
-    """Poll until `predicate()`; on time-out stop `proc` and show what it printed."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            output = ""
-            if proc is not None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                output = proc.communicate(timeout=10)[0]
-            raise AssertionError(f"timed out waiting for {what}; the command printed:\n{output}")
-        time.sleep(0.05)
 
 
 def bytes_done(settings, download_id: str) -> int:
@@ -67,7 +54,7 @@ def test_kill_9_mid_download_then_resume_fetches_little_again(settings, make_blo
         cdn.add_file("/m.bin", blob.path)
         path = one_model(f"{cdn.url}/m.bin", "diffusion_models/m.safetensors", blob.sha256)
         proc = start_cli(settings, "fetch", str(path))
-        wait_for(lambda: bytes_done(settings, "m") >= blob.size // 2, 60, "half the file", proc)
+        wait_for(lambda: bytes_done(settings, "m") >= blob.size // 2, "half the file", 60, proc)
         kill_everything(settings, proc)
         part = settings.models_dir / "diffusion_models/m.safetensors.part"
         assert part.exists() and not (settings.models_dir / "diffusion_models/m.safetensors").exists()
@@ -90,7 +77,7 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes(settings, make_blob, one
         cdn.add_file("/m.bin", blob.path)
         path = one_model(f"{cdn.url}/m.bin", "vae/m.safetensors", blob.sha256)
         proc = start_cli(settings, "fetch", str(path))
-        wait_for(lambda: bytes_done(settings, "m") > 2 << 20, 60, "some progress", proc)
+        wait_for(lambda: bytes_done(settings, "m") > 2 << 20, "some progress", 60, proc)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 128 + signal.SIGTERM, out
@@ -111,7 +98,7 @@ def test_token_reaches_the_hub_but_never_logs_urls_or_process_lists(settings, ma
             hub.add_file("Org/Gated", "m.safetensors", blob.path)
             path = one_model("hf://Org/Gated/m.safetensors", "loras/gated.safetensors", id="gated")
             proc = start_cli(settings, "fetch", str(path), HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN)
-            wait_for(lambda: bytes_done(settings, "gated") > 0, 60, "the download to start", proc)
+            wait_for(lambda: bytes_done(settings, "gated") > 0, "the download to start", 60, proc)
             # while it runs: no process on the machine shows the token (or the RPC secret) in its arguments
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
@@ -208,7 +195,7 @@ def test_second_fetch_on_a_busy_workspace_says_who_owns_it(settings, make_blob, 
         cdn.add_file("/m.bin", blob.path)
         path = one_model(f"{cdn.url}/m.bin", "loras/m.safetensors")
         first = start_cli(settings, "fetch", str(path))
-        wait_for(lambda: bytes_done(settings, "m") > 0, 60, "the first fetch to start", first)
+        wait_for(lambda: bytes_done(settings, "m") > 0, "the first fetch to start", 60, first)
         res = run_cli(settings, "fetch", "--no-wait", str(path))
         assert res.returncode == 1
         assert f"another downloader (pid {first.pid})" in res.stderr

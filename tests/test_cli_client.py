@@ -15,8 +15,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,19 @@ import pytest
 
 from downloader.config import service_file
 from downloader.state import DownloadState, Store
-from tests.conftest import Blob, ServiceProcess, run_cli, service_process, start_cli
+from tests.conftest import (
+    Blob,
+    ServiceProcess,
+    run_cli,
+    service_process,
+    start_cli,
+    wait_for,
+)
 from tests.servers import FileServer
 
 PASSWORD = "client-test-pw"
 SLOW = 300_000  # bytes/s per connection: a few seconds for a few MiB, time to act on a download mid-way
 
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60.0, proc: Any = None) -> None:
-    """Poll until `predicate()`; on time-out show what `proc` (a CLI started in the background) printed."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            output = ""
-            if proc is not None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                output = proc.communicate(timeout=10)[0]
-            raise AssertionError(f"timed out waiting for {what}\n{output}")
-        time.sleep(0.05)
 
 
 def row(settings, download_id: str) -> dict[str, Any] | None:

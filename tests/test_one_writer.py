@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,19 +15,11 @@ from sqlalchemy import event
 from downloader.manifest import ModelSpec
 from downloader.service import Conflict, DownloadService, NotFound
 from downloader.state import DownloadState, IllegalTransition, Store
-from tests.conftest import wait_service_started
+from tests.conftest import wait_for, wait_service_started
 
 S = DownloadState
 DEST = "loras/contested.safetensors"
 
-
-def wait_for(condition, what: str, timeout: float = 60.0):
-    """Poll `condition` until it gives something true; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture

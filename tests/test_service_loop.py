@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,19 +14,11 @@ import pytest
 from downloader.manifest import ModelSpec
 from downloader.service import DownloadService, EngineUnavailable
 from downloader.state import DownloadState, Store
-from tests.conftest import wait_service_started
+from tests.conftest import wait_for, wait_service_started
 from tests.servers import FileServer
 
 S = DownloadState
 
-
-def wait_for(condition, what: str, timeout: float = 60.0):
-    """Poll `condition` until it gives something true; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def health_when(svc: DownloadService, predicate):

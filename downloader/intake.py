@@ -59,6 +59,7 @@ def _apply_item(store: Store, item: PlanItem) -> None:
         "size": item.size,
         "sha256": (res.sha256 if res else None) or spec.sha256,
         "sha256_origin": (res.sha256_origin if res else None) or ("manifest" if spec.sha256 else None),
+        "size_origin": "manifest" if spec.size else None,
         "required": spec.required,
         "manifest": spec.manifest or None,
     }

@@ -65,7 +65,6 @@ class Manager(DownloadErrors):
         self.claims = Claims(store, settings.pod_id, settings.claim_lease)  # the files this pod works on
         self.jobs: dict[str, Job] = {}
         self.resolved: dict[str, Resolved] = {}
-        self.size_pins: dict[str, int] = {}  # sizes the manifest pins: kept and checked when resolved again
         self.no_range: set[str] = set()  # downloads whose server ignores Range: one connection, never resumed
         self.hosts = HostGate()  # hosts that answered 429: not asked again before their Retry-After
         self.selection: set[str] | None = None  # None: everything queued in the DB
@@ -191,10 +190,6 @@ class Manager(DownloadErrors):
         ids = apply_plan(self.store, plan)
         for item in plan.items:
             download_id = item.spec.id
-            if item.spec.size:
-                self.size_pins[download_id] = item.spec.size
-            else:
-                self.size_pins.pop(download_id, None)
             if item.resolved is not None:
                 self.resolved[download_id] = item.resolved
             row, error = self.store.get(download_id), item.error
@@ -402,7 +397,7 @@ class Manager(DownloadErrors):
                 else:
                     self._retry_or_fail(download_id, str(result), retryable=result.retryable)
                 continue
-            pinned = self.size_pins.get(download_id)
+            pinned = row.size if row.size_origin == "manifest" else None  # the manifest's size: kept, checked
             if pinned is not None:
                 try:
                     check_size_pin(pinned, result.size, "the hub" if row.source.startswith("hf://") else "the server")
@@ -428,7 +423,8 @@ class Manager(DownloadErrors):
             now = time.monotonic()
             if st.completed != job.last_bytes:
                 job.last_bytes, job.last_change = st.completed, now
-                self.store.update(job.id, bytes_done=st.completed, speed=st.speed, size=st.total or job.size)
+                # The size it must have stays; aria2's total only fills in a size nobody knew.
+                self.store.update(job.id, bytes_done=st.completed, speed=st.speed, size=job.size or st.total)
             elif now - job.last_change > self.s.stall_seconds:
                 self._drop_job(job.id)
                 self._retry_or_fail(job.id, f"stalled: no data for {self.s.stall_seconds:.0f} s")

@@ -117,6 +117,7 @@ class Download(Base):
     size: Mapped[int | None]  # expected bytes (manifest or hub or server)
     sha256: Mapped[str | None]  # expected digest
     sha256_origin: Mapped[str | None]  # "manifest", "hub" or None (unverified)
+    size_origin: Mapped[str | None]  # "manifest" when a manifest pins the size: kept when the source is asked again
     required: Mapped[bool] = mapped_column(default=True)
     manifest: Mapped[str | None]
     state: Mapped[str] = mapped_column(String(16), default=S.QUEUED.value, index=True)
@@ -198,8 +199,19 @@ def make_engine(db_path: Path) -> Engine:
             if "already exists" not in str(e) or attempt == 4:
                 raise
             time.sleep(0.05)
+    _ensure_columns(engine)
     _ensure_unique_dests(engine)
     return engine
+
+
+def _ensure_columns(engine: Engine) -> None:
+    """Give a database made by an older version the columns added since (all nullable: old rows read as None)."""
+    with engine.begin() as conn:
+        have = {row[1] for row in conn.execute(text("PRAGMA table_info(downloads)"))}
+        for column in Download.__table__.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f'ALTER TABLE downloads ADD COLUMN "{column.name}" {kind}'))
 
 
 def _ensure_unique_dests(engine: Engine) -> None:

@@ -80,6 +80,19 @@ def test_a_pinned_size_is_kept_and_checked_when_the_source_is_resolved_again(set
     assert not (settings.models_dir / "loras/model.bin").exists(), "a file of the wrong size is never placed"
 
 
+def test_a_pinned_size_survives_a_restart_of_the_service(settings, cdn, make_blob):
+    """The pin is in the state DB: a download queued by an earlier run, resolved afresh by a new process, is still
+    checked against the manifest's size (and a DB of an older version gets the column)."""
+    blob, bigger = make_blob(1 << 20), make_blob(3 << 20)
+    cdn.add_file("/m.bin", bigger.path)  # the server's file changed since the manifest was written
+    with Store(settings.db_path) as store:
+        store.upsert("model", source=cdn.url + "/m.bin", dest="loras/model.bin", size=blob.size, size_origin="manifest")
+    with Store(settings.db_path) as store, Manager(settings, store) as manager:  # a new process: nothing in memory
+        [row] = manager.run(["model"])
+    assert row.state == "failed" and f"the manifest says {blob.size} bytes but the server says {bigger.size}" in row.error
+    assert not (settings.models_dir / "loras/model.bin").exists()
+
+
 # --- 4. a server that ignores Range on resume --------------------------------------------------------------------
 def test_a_server_that_ignores_range_on_resume_gets_the_file_started_over(settings, make_blob):
     blob = make_blob(6 << 20)

@@ -106,3 +106,18 @@ def test_an_unknown_download_raises_key_error(store: Store) -> None:
     with pytest.raises(KeyError):
         store.transition("nope", S.DOWNLOADING)
     assert store.events() == []
+
+
+def test_a_database_of_an_older_version_gets_the_new_columns_and_keeps_its_rows(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    with Store(path) as store:
+        store.upsert("old", source="https://example.invalid/a", dest="loras/a.safetensors", size=5)
+    with sqlite3.connect(path) as conn:  # as a version before size pins were stored made it
+        conn.execute("ALTER TABLE downloads DROP COLUMN size_origin")
+    with Store(path) as store:
+        row = store.get("old")
+        assert row is not None and row.size == 5 and row.size_origin is None
+        store.update("old", size_origin="manifest")
+        assert store.get("old").size_origin == "manifest"

@@ -262,3 +262,20 @@ def test_refusals_are_shown_and_nothing_dangerous_is_offered(web: Web, page: Any
     # ... and the page still works from there: the breadcrumbs are rebuilt by a listing.
     page.goto(web.url + "/files?path=workflows")
     expect(row(page, "workflows/wan22-t2v.json")).to_be_visible()
+
+
+def test_a_question_asked_right_after_a_cancelled_one_stays_open(web: Web, page: Any) -> None:
+    """Cancel, then at once another question (a second drop of a file that exists, a second "New folder"): the first
+    dialog's close event arrives after the second opened, and must not close it."""
+    login(page, web)
+    page.evaluate("""() => {
+        document.getElementById("mkdir").click();
+        document.querySelector('[data-testid="dialog-cancel"]').click();
+        document.getElementById("mkdir").click();  // the same task: the first close event is still to come
+    }""")
+    page.wait_for_function("() => new Promise(r => setTimeout(() => r(true), 0))")  # let that close event run
+    expect(page.get_by_test_id("dialog")).to_be_visible()
+    page.get_by_test_id("dialog-input").fill("asked twice")
+    page.get_by_test_id("dialog-ok").click()
+    expect(row(page, "asked twice")).to_be_visible()
+    assert (web.ws / "asked twice").is_dir()

@@ -83,8 +83,11 @@ dialogForm.addEventListener("submit", function (ev) {
 field(dialog, "cancel").addEventListener("click", function () {
   if (dialogState) dialogState.finish(null);
 });
+// Escape (or anything else that closes it) cancels. The close event comes later, as a task of its own: when the
+// dialog was opened again meanwhile (Cancel, then another question at once), it belongs to the earlier question,
+// which is already finished, and must not close the new one.
 dialog.addEventListener("close", function () {
-  if (dialogState) dialogState.finish(null);
+  if (dialogState && !dialog.open) dialogState.finish(null);
 });
 
 // --- the rows' buttons ---------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .comfy import MODEL_FOLDERS
-from .manifest import SECRET_QUERY_KEYS
-from .origins import on_hosts
+from .origins import SECRET_QUERY_KEYS, on_hosts
 
 DEFAULT_ENDPOINT = "https://civitai.com"
 # Hosts that serve CivitAI's pages and API (the same API runs on its sister sites); links to them are CivitAI links

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import ConfigError
+from .origins import Origin, origin_of, parse_allowed_hosts
 
 N = TypeVar("N", int, float)
 # Files in the state folder that hold secrets: never served by the file manager.
@@ -64,6 +65,21 @@ def _port(env: dict[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 65535:
         raise ConfigError(f"{name}={raw!r} is not a port number (1..65535)")
     return int(raw)
+
+
+def _endpoint(env: dict[str, str], name: str, default: str) -> str:
+    """An endpoint URL (HF_ENDPOINT, CIVITAI_ENDPOINT): http(s)://host[:port][/path], without a trailing slash."""
+    value = (env.get(name) or default).strip().rstrip("/")
+    if origin_of(value) is None or "?" in value or "#" in value or "@" in value.split("/")[2]:
+        raise ConfigError(f"{name}={value!r} is not an http(s)://host[:port] URL")
+    return value
+
+
+def _allowed_hosts(env: dict[str, str], name: str) -> frozenset[Origin]:
+    try:
+        return parse_allowed_hosts((env.get(name) or "").split(","))
+    except ValueError as e:
+        raise ConfigError(f"{name}=…: {e}") from None  # the value is not echoed: it may hold a password
 
 
 def _env_size(env: dict[str, str], name: str, default: str) -> str:
@@ -120,6 +136,9 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)  # never printed
     civitai_token: str | None = field(default=None, repr=False)
     hf_endpoint: str = "https://huggingface.co"
+    civitai_endpoint: str = "https://civitai.com"  # CIVITAI_ENDPOINT: a mirror, or a stand-in in tests
+    # DOWNLOADER_ALLOWED_HOSTS: origins a workflow's URLs may be fetched from besides the hub and CivitAI.
+    allowed_hosts: frozenset[Origin] = frozenset()
     aria2c: str = "aria2c"
     connections: int = 16  # aria2 -x / -s: connections per file
     min_split_size: str = "32M"  # smallest range aria2 gives one connection (see aria2.py: in-order pieces)
@@ -171,7 +190,9 @@ class Settings:
             manifest_dirs=(shipped, workspace / "manifests"),
             hf_token=env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or None,
             civitai_token=env.get("CIVITAI_TOKEN") or None,
-            hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
+            hf_endpoint=_endpoint(env, "HF_ENDPOINT", "https://huggingface.co"),
+            civitai_endpoint=_endpoint(env, "CIVITAI_ENDPOINT", "https://civitai.com"),
+            allowed_hosts=_allowed_hosts(env, "DOWNLOADER_ALLOWED_HOSTS"),
             aria2c=env.get("ARIA2C") or "aria2c",
             connections=_env_number(env, "ARIA2_CONNECTIONS", 16, 1, 16, int),
             min_split_size=_env_size(env, "ARIA2_MIN_SPLIT_SIZE", "32M"),

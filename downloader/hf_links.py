@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .manifest import SECRET_QUERY_KEYS, HfSource
-from .origins import on_hosts
+from .origins import SECRET_QUERY_KEYS, on_hosts
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 HUB_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
@@ -38,7 +37,7 @@ class HfLink:
     @property
     def source(self) -> str:
         """The manifest's form of it: `hf://owner/repo/path` (the revision goes in `revision:`)."""
-        return str(HfSource(self.repo_id, self.path))
+        return f"hf://{self.repo_id}/{self.path}"
 
 
 def is_hub_url(text: str, endpoint: str = DEFAULT_ENDPOINT) -> bool:

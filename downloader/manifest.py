@@ -26,11 +26,10 @@ from pydantic import (
 )
 
 from .errors import ManifestError, UnknownPresetError
+from .origins import SECRET_QUERY_KEYS
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-# Query keys that carry credentials: secrets belong in HF_TOKEN / CIVITAI_TOKEN, never in a URL we store and log.
-SECRET_QUERY_KEYS = {"token", "access_token", "api_key", "apikey", "key", "signature", "sig"}
 TEMP_SUFFIX = ".part"  # a download in progress is `<dest>.part` (+ aria2's `.part.aria2`)
 
 

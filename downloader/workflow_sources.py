@@ -19,8 +19,8 @@ from .civitai import CivitaiLinkError, parse_civitai
 from .comfy import MODEL_FOLDERS
 from .hf_links import DEFAULT_ENDPOINT as HF_ENDPOINT
 from .hf_links import HfLinkError, parse_hf_link
-from .manifest import SECRET_QUERY_KEYS, check_dest
-from .origins import DEFAULT_PORTS, Origin, origin_of
+from .manifest import check_dest
+from .origins import SECRET_QUERY_KEYS, Origin, origin_of, parse_allowed_hosts
 from .workflows import Wanted, load_workflow, wanted_files
 
 # What a needed file's `kind` says.
@@ -61,29 +61,6 @@ class NeededFile:
         if self.kind in (NOT_ALLOWED, INVALID):
             return f"{self.kind}: {self.reason}"
         return UNKNOWN
-
-
-def parse_allowed_hosts(entries: Iterable[str]) -> frozenset[Origin]:
-    """Allow-list entries -> origins. `host` means https on 443, `host:port` https on that port; write
-    `http://host:port` to allow plain HTTP (a local file server). ValueError for an entry that is not one."""
-    origins: set[Origin] = set()
-    for raw in entries:
-        entry = raw.strip()
-        if not entry:
-            continue
-        text = entry if "://" in entry else f"https://{entry}"
-        try:
-            parts = urlsplit(text)
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"allowed host {entry!r} is not host, host:port or http(s)://host:port") from None
-        scheme = parts.scheme.lower()
-        if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query:
-            raise ValueError(f"allowed host {entry!r} is not host, host:port or http(s)://host:port")
-        if parts.username or parts.password:
-            raise ValueError(f"allowed host {entry!r} must not carry credentials")
-        origins.add((scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]))
-    return frozenset(origins)
 
 
 def _shown(url: str) -> str:

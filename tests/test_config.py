@@ -93,6 +93,9 @@ SETTINGS_BAD = [
     ("DOWNLOADER_RETRY_SECONDS", "-1"), ("ARIA2_MAX_TRIES", "x"), ("ARIA2_RETRY_WAIT", "2s"),
     ("DOWNLOADER_PORT", "abc"), ("DOWNLOADER_PORT", "70000"), ("JUPYTER_PORT", "abc"), ("COMFYUI_PORT", "0"),
     ("DOWNLOADER_CLAIM_LEASE", "soon"), ("DOWNLOADER_CLAIM_LEASE", "31"),
+    ("HF_ENDPOINT", "huggingface.co"), ("HF_ENDPOINT", "ftp://mirror"), ("CIVITAI_ENDPOINT", "civitai.com"),
+    ("CIVITAI_ENDPOINT", "https://civitai.com?x=1"), ("DOWNLOADER_ALLOWED_HOSTS", "cdn.example.com,ftp://x"),
+    ("DOWNLOADER_ALLOWED_HOSTS", "https://user:pw@cdn.example.com"),
 ]
 POD_BAD = [
     ("STOP_GRACE_SECONDS", "abc"), ("STOP_GRACE_SECONDS", "-5"), ("SERVICE_MAX_RESTARTS", "abc"),
@@ -103,7 +106,7 @@ POD_BAD = [
 # Free text: any value is a value (paths, tokens, commands, URLs, names); nothing to reject at start.
 FREE_TEXT = {
     "WORKSPACE", "MODELS_DIR", "DOWNLOADER_STATE", "DOWNLOADER_MANIFESTS", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
-    "CIVITAI_TOKEN", "HF_ENDPOINT", "ARIA2C", "MODEL_PRESETS", "DOWNLOADER_AUTH", "DOWNLOADER_PASSWORD",
+    "CIVITAI_TOKEN", "ARIA2C", "MODEL_PRESETS", "DOWNLOADER_AUTH", "DOWNLOADER_PASSWORD",
     "JUPYTER_PASSWORD", "RUNPOD_POD_ID", "COMFYUI_IMAGE_DIR", "COMFYUI_CMD", "COMFYUI_ARGS", "JUPYTER_CMD",
     "SAGEATTENTION_CMD", "CUSTOM_NODES",
 }
@@ -266,3 +269,13 @@ def test_the_entrypoint_refuses_a_bad_variable_in_one_line(settings, name, bad, 
                          capture_output=True, text=True, timeout=60)
     assert expected in _one_line_error(res, name)
     assert not Path(settings.state_dir).exists() and not (settings.workspace / "logs").exists(), "nothing started"
+
+
+def test_endpoints_and_allowed_hosts_are_read_and_a_password_in_the_list_is_never_echoed():
+    s = Settings.from_env({"CIVITAI_ENDPOINT": "http://127.0.0.1:8080/", "DOWNLOADER_ALLOWED_HOSTS": "cdn.example.com, http://10.0.0.5:8080"})
+    assert s.civitai_endpoint == "http://127.0.0.1:8080"
+    assert s.allowed_hosts == {("https", "cdn.example.com", 443), ("http", "10.0.0.5", 8080)}
+    assert Settings.from_env({}).civitai_endpoint == "https://civitai.com" and Settings.from_env({}).allowed_hosts == set()
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DOWNLOADER_ALLOWED_HOSTS": "https://bob:hunter2@cdn.example.com"})
+    assert "hunter2" not in str(caught.value) and "credentials" in str(caught.value)

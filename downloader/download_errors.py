@@ -1,7 +1,8 @@
 """What the manager loop answers when aria2 reports an error for a download, in words a user acts on: a full
 disk (the bytes kept), a server that ignores Range (start over, never append), a rate limit (wait what the
 server said, not a failed attempt, no request to that host meanwhile), a gated or private hub repository
-(fail at once with what to do), anything else retried with backoff.
+(fail at once with what to do), an expired CivitAI signed URL (ask CivitAI for a new one and resume), anything
+else retried with backoff.
 
 A mixin of `Manager`: these run in the loop's thread, the one writer of states.
 """
@@ -18,7 +19,7 @@ from .errors import human_bytes
 from .files import file_size, free_bytes, remove_partial
 from .hosts import HostGate, host_of, rate_limit_message, utc_in
 from .jobs import Job
-from .manifest import HfSource, parse_source
+from .manifest import CivitaiSource, HfSource, parse_source
 from .sources import Resolved, gated_message, private_message
 from .state import DownloadState, Store
 
@@ -38,6 +39,7 @@ class DownloadErrors:
     resolved: dict[str, Resolved]
     no_range: set[str]
     hosts: HostGate
+    refreshed: dict[str, int]  # CivitAI downloads: bytes done when their last fresh signed URL was asked for
     _drop_job: Callable[[str], None]
     _retry_or_fail: Callable[..., None]
 
@@ -61,6 +63,8 @@ class DownloadErrors:
             self._rate_limited(job.id, row.source, None)  # aria2 does not pass the Retry-After on
         elif isinstance(src := parse_source(row.source), HfSource) and failure.kind in (faults.FORBIDDEN, faults.UNAUTHORISED):
             self._hub_refused(job, st, failure, src.repo_id)
+        elif isinstance(src, CivitaiSource) and failure.kind in (faults.FORBIDDEN, faults.UNAUTHORISED):
+            self._signed_url_refused(job, st, failure)
         else:
             self._drop_job(job.id)
             hint = " (set HF_TOKEN or CIVITAI_TOKEN?)" if failure.kind == faults.UNAUTHORISED else ""
@@ -81,6 +85,22 @@ class DownloadErrors:
         self._drop_job(job.id)
         msg = gated_message(repo_id, self.s) if failure.kind == faults.FORBIDDEN else private_message(repo_id)
         self._retry_or_fail(job.id, f"{msg} ({failure.words()})", retryable=False)
+
+    def _signed_url_refused(self, job: Job, st: Aria2Status, failure: faults.Aria2Failure) -> None:
+        """CivitAI's storage refused its signed URL: after progress it expired, so the file is queued again (not an
+        attempt) and resolved afresh, resuming from the part and its control file. Refused again with no byte
+        since that fresh URL: no access, fail at once."""
+        self._drop_job(job.id)
+        at = self.refreshed.get(job.id)
+        if at is not None and st.completed <= at:
+            msg = (f"CivitAI's storage refused a fresh signed URL ({failure.words()}): the file may be gone, or it "
+                   "needs a CIVITAI_TOKEN with access to it")
+            self._retry_or_fail(job.id, msg, retryable=False)
+            return
+        self.refreshed[job.id] = st.completed
+        self.resolved.pop(job.id, None)
+        msg = f"the signed URL expired ({failure.words()}): asking CivitAI for a new one and resuming"
+        self.store.transition(job.id, S.QUEUED, msg, level="warning", speed=0)
 
     def _start_over(self, job: Job, failure: faults.Aria2Failure) -> None:
         """The server answered a resume with the whole file (it ignores Range): nothing is appended to the part.

@@ -37,16 +37,22 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
 
 
 def host_of(source: str, settings: Settings) -> str:
-    """The host (with its port, if any) a download's requests go to first: the hub for hf:// sources, else the
-    URL's host."""
-    parts = urlsplit(settings.hf_endpoint if source.startswith("hf://") else source)
+    """The host (with its port, if any) a download's requests go to first: the hub for hf:// sources, CivitAI's
+    endpoint for civitai: ones, else the URL's host."""
+    if source.startswith("hf://"):
+        source = settings.hf_endpoint
+    elif source.startswith("civitai:"):
+        source = settings.civitai_endpoint
+    parts = urlsplit(source)
     host = (parts.hostname or "").lower()
     return f"{host}:{parts.port}" if parts.port else host
 
 
 def who(host: str, settings: Settings) -> str:
-    """How messages name a host: "the hub" for the hub's endpoint, else the host name."""
-    return "the hub" if host == host_of("hf://", settings) else host
+    """How messages name a host: "the hub" for the hub's endpoint, "CivitAI" for its endpoint, else the host name."""
+    if host == host_of("hf://", settings):
+        return "the hub"
+    return "CivitAI" if host == host_of("civitai:", settings) else host
 
 
 class HostGate:

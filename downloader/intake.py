@@ -8,26 +8,47 @@ another process.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from .commands import Conflict
-from .manifest import ModelSpec
+from .config import Settings
+from .manifest import CivitaiSource, Endpoints, ModelSpec, default_id, is_pending, pending_dest
 from .plan import Plan, PlanItem
 from .state import DownloadState, Store
 
 S = DownloadState
 
 
+def endpoints(settings: Settings) -> Endpoints:
+    """Where pasted hub and CivitAI links resolve: HF_ENDPOINT and CIVITAI_ENDPOINT."""
+    return Endpoints(hf=settings.hf_endpoint, civitai=settings.civitai_endpoint)
+
+
+def added_spec(fields: Mapping[str, Any], settings: Settings) -> ModelSpec:
+    """The spec of an added download (`POST /api/downloads`, `downloader add`): a pasted link in its canonical form,
+    and, unless one is given, an id from the file name (`civitai-<version>` while CivitAI has not named the file).
+    Raises pydantic's ValidationError."""
+    given = fields.get("id")
+    spec = ModelSpec.model_validate({**fields, "id": given or "download"}, context={"endpoints": endpoints(settings)})
+    if given:
+        return spec
+    src = spec.parsed_source
+    name = spec.dest if spec.dest is not None else pending_dest(src.ref) if isinstance(src, CivitaiSource) else ""
+    return spec.model_copy(update={"id": default_id(name)})
+
+
 def add_refused(store: Store, catalog_ids: Collection[str], spec: ModelSpec) -> Conflict | None:
     """The rule for an added download (`POST /api/downloads`, `downloader add`): an id that a manifest model or
-    another download has, or a destination another download has, is refused; adding the same thing again is not."""
+    another download has, or a destination another download has, is refused; adding the same thing again is not
+    (a CivitAI source without a dest is the same thing as its download of that source)."""
     existing = store.get(spec.id)
-    same = existing is not None and (existing.source, existing.dest) == (spec.source, spec.dest)
+    same = existing is not None and existing.source == spec.source and spec.dest in (None, existing.dest)
     if (spec.id in catalog_ids or existing is not None) and not same:
         return Conflict(f"id {spec.id!r} is already used by another download")
-    return dest_taken(store, spec.id, spec.dest)
+    return dest_taken(store, spec.id, spec.dest) if spec.dest is not None else None
 
 
 def dest_taken(store: Store, download_id: str, dest: str) -> Conflict | None:
@@ -86,3 +107,20 @@ def _apply_item(store: Store, item: PlanItem) -> None:
         store.transition(spec.id, S.QUEUED, f"queued ({item.action})", error=None, attempts=0, next_attempt_at=None)
     else:
         store.update(spec.id, error=None, attempts=0, next_attempt_at=None)
+
+
+def name_pending(store: Store, download_id: str, dest: str | None) -> Conflict | None:
+    """Give a CivitAI download still at its placeholder the dest its resolution found; the Conflict when another
+    download holds that dest (nothing written then). A download with a real dest is left as it is."""
+    row = store.get(download_id)
+    if row is None or dest is None or not is_pending(row.dest):
+        return None
+    taken = dest_taken(store, download_id, dest)
+    if taken is not None:
+        return taken
+    try:
+        store.update(download_id, dest=dest)
+    except IntegrityError:  # another process took it between the check and the write
+        return dest_taken(store, download_id, dest) or Conflict(f"dest {dest!r} is already taken")
+    store.log(download_id, f"CivitAI names the file: {dest}")
+    return None

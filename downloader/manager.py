@@ -31,7 +31,7 @@ from .download_errors import DownloadErrors
 from .errors import DiskSpaceError, SourceError, human_bytes
 from .files import control_path, file_size, free_bytes, part_path, remove_partial
 from .hosts import HostGate, host_of
-from .intake import apply_plan
+from .intake import apply_plan, name_pending
 from .jobs import Job, retry_or_fail
 from .locks import WorkspaceLock
 from .manifest import confine
@@ -65,6 +65,7 @@ class Manager(DownloadErrors):
         self.claims = Claims(store, settings.pod_id, settings.claim_lease)  # the files this pod works on
         self.jobs: dict[str, Job] = {}
         self.resolved: dict[str, Resolved] = {}
+        self.refreshed: dict[str, int] = {}
         self.no_range: set[str] = set()  # downloads whose server ignores Range: one connection, never resumed
         self.hosts = HostGate()  # hosts that answered 429: not asked again before their Retry-After
         self.selection: set[str] | None = None  # None: everything queued in the DB
@@ -396,6 +397,10 @@ class Manager(DownloadErrors):
                     self._rate_limited(download_id, row.source, result.retry_after)
                 else:
                     self._retry_or_fail(download_id, str(result), retryable=result.retryable)
+                continue
+            conflict = name_pending(self.store, download_id, result.dest)
+            if conflict is not None:
+                self._retry_or_fail(download_id, str(conflict), retryable=False)
                 continue
             pinned = row.size if row.size_origin == "manifest" else None  # the manifest's size: kept, checked
             if pinned is not None:

@@ -2,6 +2,12 @@
 
 A manifest has two top-level keys, `presets` (name -> model ids) and `models` (a list of specs). Several
 manifests load together into one `Catalog`: ids, preset names and destinations must be unique across all.
+
+A source is stored in its canonical form whatever the user pasted (see `canonical_source`): `hf://owner/repo/path`
+(a hub link's revision goes to `revision`), `civitai:<versionId>[+<fileId>]` (CivitAI links and AIRs), or a
+plain http(s) URL. A CivitAI source may leave `dest` out: the file then goes where its type belongs, under the
+name CivitAI gives it, which is known once resolved (until then the download's dest is a placeholder,
+`pending_dest`).
 """
 
 from __future__ import annotations
@@ -22,10 +28,16 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from .civitai import DEFAULT_ENDPOINT as CIVITAI_ENDPOINT
+from .civitai import CivitaiLinkError, CivitaiRef, parse_civitai
 from .errors import ManifestError, UnknownPresetError
+from .hf_links import DEFAULT_ENDPOINT as HF_ENDPOINT
+from .hf_links import HfLinkError, parse_hf_link
 from .origins import SECRET_QUERY_KEYS
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -54,12 +66,73 @@ class UrlSource:
         return self.url
 
 
-Source = HfSource | UrlSource
+@dataclass(frozen=True)
+class CivitaiSource:
+    """A model version's file on CivitAI: `civitai:<versionId>[+<fileId>]`."""
+
+    ref: CivitaiRef
+
+    def __str__(self) -> str:
+        return str(self.ref)
+
+
+Source = HfSource | UrlSource | CivitaiSource
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where hub and CivitAI links resolve (HF_ENDPOINT, CIVITAI_ENDPOINT): links to those hosts are read as hub /
+    CivitAI sources, like links to huggingface.co and civitai.com."""
+
+    hf: str = HF_ENDPOINT
+    civitai: str = CIVITAI_ENDPOINT
+
+
+DEFAULT_ENDPOINTS = Endpoints()
+# Where a CivitAI download without a dest "is" until CivitAI has named its file (a name no real file has).
+PENDING_DIR = ".civitai-pending"
+
+
+def pending_dest(ref: CivitaiRef) -> str:
+    """The placeholder dest of a CivitAI download whose file is not named yet (never written to)."""
+    return f"{PENDING_DIR}/civitai-{ref.version_id}" + (f"-{ref.file_id}" if ref.file_id is not None else "")
+
+
+def is_pending(dest: str) -> bool:
+    """Whether a stored dest is `pending_dest`'s placeholder (CivitAI names the file once resolved)."""
+    return dest.startswith(f"{PENDING_DIR}/")
+
+
+def canonical_source(text: str, endpoints: Endpoints = DEFAULT_ENDPOINTS) -> tuple[str, str | None]:
+    """(source, revision) in the stored form for what a user pasted: a hub link becomes hf://owner/repo/path and
+    its revision, a CivitAI link or AIR becomes civitai:<versionId>[+<fileId>]; anything else must be a valid
+    source as it is. ValueError with what to write instead."""
+    text = text.strip()
+    try:
+        ref = parse_civitai(text, endpoints.civitai)
+        if ref is not None:
+            return str(ref), None
+        link = parse_hf_link(text, endpoints.hf)
+        if link is not None:
+            return link.source, link.revision
+    except (CivitaiLinkError, HfLinkError) as e:
+        raise ValueError(str(e)) from None
+    parse_source(text)
+    return text, None
 
 
 def parse_source(text: str) -> Source:
-    """Parse a manifest `source`; raises ValueError with a message a user can act on."""
+    """Parse a source in its stored form (see `canonical_source`); raises ValueError with a message a user can
+    act on."""
     text = text.strip()
+    if text.lower().startswith(("civitai:", "urn:air:")):
+        try:
+            ref = parse_civitai(text)
+        except CivitaiLinkError as e:
+            raise ValueError(str(e)) from None
+        if ref is None:
+            raise ValueError("only CivitAI's AIRs (urn:air:…:civitai:…) are sources")
+        return CivitaiSource(ref)
     if text.startswith("hf://"):
         parts = [p for p in text[len("hf://") :].split("/")]
         if len(parts) < 3 or any(not p for p in parts):
@@ -124,7 +197,7 @@ class ModelSpec(BaseModel):
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     source: str
-    dest: str
+    dest: str | None = Field(default=None, validate_default=True)  # None only for CivitAI sources: `pending_dest`
     revision: str | None = None
     size: Annotated[StrictInt, Field(gt=0)] | None = None
     sha256: str | None = None
@@ -132,16 +205,40 @@ class ModelSpec(BaseModel):
     description: str | None = None
     manifest: str = Field(default="", exclude=True)  # which file it came from (set by the loader)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical(cls, data: Any, info: ValidationInfo) -> Any:
+        """Store a pasted link in its canonical form; a hub link's revision becomes `revision`. A source that is
+        not valid is left as it is, for `_source` to refuse with the field named."""
+        if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+            return data
+        endpoints = (info.context or {}).get("endpoints", DEFAULT_ENDPOINTS)
+        try:
+            source, revision = canonical_source(data["source"], endpoints)
+        except ValueError:
+            return data
+        data = {**data, "source": source}
+        if revision is not None:
+            given = data.get("revision")
+            if given not in (None, "", revision):
+                raise ValueError(f"the source's link is at revision {revision!r} but revision says {given!r}")
+            data["revision"] = revision
+        return data
+
     @field_validator("source")
     @classmethod
-    def _source(cls, v: str) -> str:
-        parse_source(v)
-        return v.strip()
+    def _source(cls, v: str, info: ValidationInfo) -> str:
+        return canonical_source(v, (info.context or {}).get("endpoints", DEFAULT_ENDPOINTS))[0]
 
     @field_validator("dest")
     @classmethod
-    def _dest(cls, v: str) -> str:
-        return check_dest(v)
+    def _dest(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None:
+            return check_dest(v)
+        source = info.data.get("source")  # absent when the source itself was refused
+        if source is not None and not isinstance(parse_source(source), CivitaiSource):
+            raise ValueError("dest is required (only a CivitAI source may leave it out: its type names the folder)")
+        return None
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -238,7 +335,7 @@ def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
     return line
 
 
-def parse_manifest(text: str, name: str) -> ManifestFile:
+def parse_manifest(text: str, name: str, endpoints: Endpoints = DEFAULT_ENDPOINTS) -> ManifestFile:
     """Parse and validate one manifest's text; `name` is used in error messages."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -258,7 +355,7 @@ def parse_manifest(text: str, name: str) -> ManifestFile:
         raise ManifestError("top level must be a mapping with 'presets' and 'models'", file=name, line=1)
     _check_duplicate_keys(root, name)
     try:
-        manifest = ManifestFile.model_validate(data)
+        manifest = ManifestFile.model_validate(data, context={"endpoints": endpoints})
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = list(err["loc"])
@@ -267,7 +364,7 @@ def parse_manifest(text: str, name: str) -> ManifestFile:
             raw = (data.get("models") or [])[loc[1]]
             model_id = raw.get("id") if isinstance(raw, dict) else None
             model_id = str(model_id) if model_id is not None else f"#{loc[1] + 1}"
-        field_name = str(loc[-1]) if loc else None
+        field_name = str(loc[-1]) if loc and not isinstance(loc[-1], int) else None
         if len(loc) >= 2 and loc[0] == "presets":
             field_name = f"presets.{loc[1]}"
         msg = err["msg"].removeprefix("Value error, ")
@@ -317,7 +414,7 @@ def manifest_paths(dirs_or_files: Iterable[Path]) -> list[Path]:
     return out
 
 
-def load_catalog(paths: Iterable[Path], models_dir: Path) -> Catalog:
+def load_catalog(paths: Iterable[Path], models_dir: Path, endpoints: Endpoints = DEFAULT_ENDPOINTS) -> Catalog:
     """Load manifests (files or folders) into one Catalog, checking cross-file consistency and dest confinement."""
     catalog = Catalog()
     dests: dict[str, str] = {}
@@ -327,12 +424,15 @@ def load_catalog(paths: Iterable[Path], models_dir: Path) -> Catalog:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ManifestError(f"cannot read: {e}", file=name) from None
-        manifest = parse_manifest(text, name)
+        manifest = parse_manifest(text, name, endpoints)
         for model in manifest.models:
             if model.id in catalog.models:
                 other = catalog.models[model.id].manifest
                 where = "earlier in this file" if other == name else f"in {other}"
                 raise ManifestError(f"duplicate id (already defined {where})", file=name, model_id=model.id, field="id")
+            if model.dest is None:  # CivitAI names it once resolved
+                catalog.models[model.id] = model
+                continue
             if model.dest in dests:
                 raise ManifestError(
                     f"dest {model.dest!r} is already the dest of model {dests[model.dest]!r}",

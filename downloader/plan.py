@@ -1,7 +1,8 @@
 """What a fetch would do, before it does anything: per file an action and the bytes still to fetch.
 
 Files already verified in place need no network; everything else is resolved (concurrently) so pinned
-checksums are compared with the hub's before a byte is downloaded, and the disk is checked for room.
+checksums are compared with the hub's before a byte is downloaded, and the disk is checked for room. A CivitAI
+file without a dest is resolved first, to learn where it goes (or keeps the dest its download already has).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from .config import Settings
 from .errors import DiskSpaceError, SourceError
 from .files import control_path, file_size, free_bytes, part_path
-from .manifest import ModelSpec, confine
+from .manifest import CivitaiSource, ModelSpec, confine, is_pending, pending_dest
 from .sources import Resolved, resolve_all
 from .state import DownloadState, Store
 
@@ -68,11 +69,36 @@ def _done_in_place(store: Store, spec: ModelSpec, dest: Path) -> bool:
     return size is not None and (row.size is None or size == row.size)
 
 
+def _named(specs: Sequence[ModelSpec], settings: Settings, store: Store) -> tuple[list[ModelSpec], dict[str, Resolved | SourceError]]:
+    """Every spec with a dest: a CivitAI spec without one keeps the dest its download has, else is resolved to
+    learn it (its type's folder / CivitAI's file name), else gets the pending placeholder and the error. Returns
+    the specs and what was resolved on the way, by id."""
+    out: list[ModelSpec] = []
+    unnamed: list[ModelSpec] = []
+    for spec in specs:
+        row = store.get(spec.id) if spec.dest is None else None
+        if row is not None and row.source == spec.source and not is_pending(row.dest):
+            spec = spec.model_copy(update={"dest": row.dest})
+        elif spec.dest is None:
+            unnamed.append(spec)
+        out.append(spec)
+    found: dict[str, Resolved | SourceError] = {}
+    named: dict[str, str] = {}
+    for spec, result in zip(unnamed, resolve_all(unnamed, settings)):
+        found[spec.id] = result
+        src = spec.parsed_source
+        assert isinstance(src, CivitaiSource)
+        named[spec.id] = result.dest if isinstance(result, Resolved) and result.dest else pending_dest(src.ref)
+    return [s.model_copy(update={"dest": named[s.id]}) if s.id in named else s for s in out], found
+
+
 def build_plan(specs: Sequence[ModelSpec], settings: Settings, store: Store) -> Plan:
     """Resolve what needs resolving and decide each file's action; changes nothing on disk or in the DB."""
     items: list[PlanItem] = []
     to_resolve: list[PlanItem] = []
+    specs, found = _named(specs, settings, store)
     for spec in specs:
+        assert spec.dest is not None
         dest = confine(settings.models_dir, spec.dest)
         if _done_in_place(store, spec, dest):
             items.append(PlanItem(spec, "present", file_size(dest)))
@@ -91,7 +117,11 @@ def build_plan(specs: Sequence[ModelSpec], settings: Settings, store: Store) -> 
         item = PlanItem(spec, action, spec.size, have)
         items.append(item)
         to_resolve.append(item)
-    for item, result in zip(to_resolve, resolve_all([i.spec for i in to_resolve], settings)):
+    ask = [i for i in to_resolve if i.spec.id not in found]
+    results = dict(found)
+    results.update((i.spec.id, r) for i, r in zip(ask, resolve_all([i.spec for i in ask], settings)))
+    for item in to_resolve:
+        result = results[item.spec.id]
         if isinstance(result, SourceError) and result.retryable and item.action == "adopt" and item.spec.sha256:
             continue  # hub unreachable, but the file in place can still be checked against the pinned sha256
         if isinstance(result, SourceError):

@@ -24,16 +24,17 @@ NOT_QUEUED = "not queued yet"
 Missing = list[dict[str, Any]]
 
 
-def preset_requirements(catalog: Catalog, presets: Iterable[str]) -> list[tuple[str, str]]:
-    """(model id, dest) of every required model of the given presets, in manifest order. A preset the catalog
-    does not know is ignored here: whoever reads MODEL_PRESETS reports it."""
+def preset_requirements(catalog: Catalog, presets: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(model id, dest) of every required model of the given presets, in manifest order (dest None: a CivitAI file
+    the manifest lets CivitAI name; its download's dest counts). A preset the catalog does not know is ignored
+    here: whoever reads MODEL_PRESETS reports it."""
     known = [p for p in presets if p in catalog.presets]
     if not known:  # select() with no preset means every model: not what "no preset" asks for
         return []
     return [(spec.id, spec.dest) for spec in catalog.select(known, ()) if spec.required]
 
 
-def missing(required: Sequence[tuple[str, str]], rows: Iterable[Mapping[str, Any]], models_dir: Path) -> Missing:
+def missing(required: Sequence[tuple[str, str | None]], rows: Iterable[Mapping[str, Any]], models_dir: Path) -> Missing:
     """Every required preset model (`required`, from `preset_requirements`) and every row marked required that
     is not done with its file in place, presets' models first. `rows` are download rows as plain mappings
     (`Store.rows()`). An empty list means ComfyUI is ready."""
@@ -47,7 +48,7 @@ def missing(required: Sequence[tuple[str, str]], rows: Iterable[Mapping[str, Any
         row = by_id.get(model_id)
         if row is None:
             out.append({"id": model_id, "state": NOT_QUEUED, "size": None, "bytes_done": 0, "error": None})
-        elif row["state"] != DownloadState.DONE.value or not (models_dir / dest).is_file():
+        elif row["state"] != DownloadState.DONE.value or not (models_dir / (dest or row["dest"])).is_file():
             out.append({"id": model_id, "state": row["state"], "size": row["size"],
                         "bytes_done": bytes_done(row["state"], row["size"], row["bytes_done"]), "error": row["error"]})
     return out

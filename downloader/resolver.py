@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .config import Settings
 from .errors import SourceError
-from .manifest import ModelSpec
+from .manifest import ModelSpec, is_pending
 from .sources import Resolved, resolve_all
 from .state import Download
 
@@ -22,9 +22,10 @@ WORKERS = 4  # resolutions at once: the loop starts at most max_concurrent of th
 
 def spec_of(row: Download) -> ModelSpec:
     """The spec to resolve a stored download with: a sha256 from the manifest stays pinned, one from the hub
-    is asked again."""
+    is asked again; a CivitAI download whose file is not named yet has no dest (resolving names it)."""
     pinned = row.sha256 if row.sha256_origin == "manifest" else None
-    return ModelSpec(id=row.id, source=row.source, dest=row.dest, revision=row.revision, sha256=pinned)
+    dest = None if is_pending(row.dest) else row.dest
+    return ModelSpec(id=row.id, source=row.source, dest=dest, revision=row.revision, sha256=pinned)
 
 
 def _resolve_one(spec: ModelSpec, settings: Settings) -> Resolved | SourceError:

@@ -30,7 +30,7 @@ from .commands import Conflict, EngineUnavailable, NotFound
 from .config import Settings
 from .errors import Aria2Error, ManifestError, WorkspaceBusy
 from .files import control_path, part_path
-from .intake import add_refused
+from .intake import add_refused, endpoints
 from .locks import WorkspaceLock, check_sharing
 from .manager import Manager
 from .manifest import Catalog, ModelSpec, confine, load_catalog
@@ -67,7 +67,7 @@ class DownloadService:
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.store = Store(settings.db_path)
-        self.catalog = catalog if catalog is not None else load_catalog(settings.manifest_dirs, settings.models_dir)
+        self.catalog = catalog if catalog is not None else load_catalog(settings.manifest_dirs, settings.models_dir, endpoints(settings))
         # What ComfyUI waits for besides the rows marked required; the catalog is fixed, so worked out once.
         self.preset_required = preset_requirements(self.catalog, settings.model_presets or ())
         self.manager = Manager(settings, self.store)
@@ -265,11 +265,14 @@ class DownloadService:
         return self._submit(specs)
 
     def add(self, spec: ModelSpec) -> str:
-        """Queue an ad-hoc download (not in a manifest); refuses ids and dests that are taken (Conflict)."""
-        confine(self.settings.models_dir, spec.dest)  # ValueError for a dest outside the models dir
+        """Queue an ad-hoc download (not in a manifest); refuses ids and dests that are taken (Conflict). A CivitAI
+        source without a dest is named by resolving it (its type's folder, CivitAI's file name)."""
+        if spec.dest is not None:
+            confine(self.settings.models_dir, spec.dest)  # ValueError for a dest outside the models dir
         self._check_add(spec)  # early, before resolving; the loop checks again where it writes
         plan = self._plan([spec])
-        return self._call(lambda: self._apply_add(spec, plan))[0]
+        named = plan.items[0].spec  # with its dest, when resolving named it
+        return self._call(lambda: self._apply_add(named, plan))[0]
 
     def _check_add(self, spec: ModelSpec) -> None:
         refused = add_refused(self.store, self.catalog.models, spec)

@@ -1,7 +1,9 @@
-"""hf:// and http(s):// sources -> what to hand aria2: URL, size, expected sha256, headers.
+"""hf://, civitai: and http(s):// sources -> what to hand aria2: URL, size, expected sha256, headers.
 
 Hub files go through huggingface_hub (so HF_ENDPOINT and tokens behave as users expect); aria2 gets the
 hub's `/resolve/<commit>/` URL rather than the signed CDN one, so its own retries fetch a fresh signature.
+CivitAI files are asked of CIVITAI_ENDPOINT's API (civitai_api.py): aria2 gets the signed storage URL and no
+header at all, so the token never reaches it; an expired URL is resolved again (download_errors.py).
 Direct URLs are probed concurrently with aiohttp (size, range support) before anything downloads.
 """
 
@@ -24,10 +26,12 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from . import civitai_api
+from .civitai import default_dest
 from .config import Settings
 from .errors import SourceError
 from .hosts import parse_retry_after
-from .manifest import HfSource, ModelSpec, UrlSource
+from .manifest import CivitaiSource, HfSource, ModelSpec, UrlSource
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 PROBE_CONCURRENCY = 8
@@ -40,9 +44,10 @@ class Resolved:
     url: str
     size: int | None
     sha256: str | None
-    sha256_origin: str | None  # "manifest", "hub" or None: size-checked only ("unverified")
+    sha256_origin: str | None  # "manifest", "hub", "civitai" or None: size-checked only ("unverified")
     commit: str | None = None
     headers: list[str] = field(default_factory=list, repr=False)  # may hold a token: never log or store
+    dest: str | None = None  # a CivitAI download without a dest: where its file goes (its type's folder/its name)
 
 
 def hf_endpoint(settings: Settings) -> str:
@@ -140,11 +145,31 @@ def resolve_hf(spec: ModelSpec, src: HfSource, settings: Settings) -> Resolved:
     )
 
 
+def resolve_civitai(spec: ModelSpec, src: CivitaiSource, settings: Settings) -> Resolved:
+    """Ask CivitAI's API for the file (name, type, sha256) and a signed URL aria2 fetches with no header."""
+    found = civitai_api.resolve(src.ref, endpoint=settings.civitai_endpoint, token=settings.civitai_token)
+    what = f"CivitAI (model version {src.ref.version_id})"
+    _check_pins(spec, found.size, found.file.sha256, what)
+    dest = None
+    if spec.dest is None:
+        try:
+            dest = default_dest(found.file)
+        except ValueError as e:  # a type with no models folder, a file name that is not plain
+            raise SourceError(str(e)) from None
+    sha = spec.sha256 or found.file.sha256
+    return Resolved(
+        url=found.signed.url,
+        size=spec.size or found.size,
+        sha256=sha,
+        sha256_origin="manifest" if spec.sha256 else ("civitai" if sha else None),
+        headers=[],  # the signed URL refuses an Authorization header, and the token must not reach aria2
+        dest=dest,
+    )
+
+
 def url_headers(url: str, settings: Settings) -> list[str]:
-    """Tokens for hosts that take them (CivitAI, the hub's own endpoint)."""
+    """The token for the hub's own endpoint (a plain URL on it); no other host gets one."""
     host = (urlsplit(url).hostname or "").lower()
-    if settings.civitai_token and (host == "civitai.com" or host.endswith(".civitai.com")):
-        return _auth_header(settings.civitai_token)
     if settings.hf_token and host == (urlsplit(hf_endpoint(settings)).hostname or "").lower():
         return _auth_header(settings.hf_token)
     return []
@@ -174,7 +199,7 @@ async def probe_url(session: aiohttp.ClientSession, spec: ModelSpec, src: UrlSou
             retry_after=parse_retry_after(retry_after),
         )
     if status in (401, 403):
-        raise SourceError(f"server says {status} for {src.url}: set CIVITAI_TOKEN / HF_TOKEN if it needs a token", status=status)
+        raise SourceError(f"server says {status} for {src.url}: it needs credentials this downloader does not send", status=status)
     if status == 404:
         raise SourceError(f"server says 404: {src.url} not found", status=404)
     if status >= 400:
@@ -200,6 +225,8 @@ async def _resolve_many(specs: Sequence[ModelSpec], settings: Settings) -> list[
                 try:
                     if isinstance(src, HfSource):
                         return await asyncio.to_thread(resolve_hf, spec, src, settings)
+                    if isinstance(src, CivitaiSource):
+                        return await asyncio.to_thread(resolve_civitai, spec, src, settings)
                     return await probe_url(session, spec, src, settings)
                 except SourceError as e:
                     return e

@@ -125,8 +125,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", headers.get("Content-Length", str(len(body))))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        held = owner.gate_after if self.server.role == "storage" and status in (200, 206) else None
+        try:
+            if held is not None and held < len(body):
+                self.wfile.write(body[:held])
+                self.wfile.flush()
+                owner.gate.wait(timeout=60)
+                body = body[held:]
             self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away while held (paused): nothing more to send
 
 
 Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
@@ -149,6 +159,11 @@ class CivitaiStandin:
         self._api = _Api(self)
         self._servers = [_Server("127.0.0.1", self, "api"), _Server("127.0.0.2", self, "storage")]
         self._threads: list[threading.Thread] = []
+        self.api_unavailable = 0  # the next this-many API requests answer 503 (CivitAI having a bad minute)
+        # Storage downloads send `gate_after` bytes of each body, then wait for `gate` (a test holds a download
+        # mid-file this way, without timing); None sends bodies whole.
+        self.gate_after: int | None = None
+        self.gate = threading.Event()
 
     @property
     def url(self) -> str:
@@ -223,6 +238,10 @@ class _Api:
         self.owner = owner
 
     def __call__(self, method: str, path: str, query: dict[str, list[str]], headers: Any) -> Reply:
+        with self.owner._lock:
+            if self.owner.api_unavailable > 0:
+                self.owner.api_unavailable -= 1
+                return 503, {"Content-Type": "text/html"}, b"<html>503 Service Temporarily Unavailable</html>"
         agent = (headers.get("User-Agent") or "").lower()
         if not agent or agent.startswith(PYTHON_AGENTS):
             return 403, {"Content-Type": "text/html"}, b"<html><title>Just a moment...</title></html>"

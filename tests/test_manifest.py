@@ -535,9 +535,71 @@ def test_credentials_in_url_are_refused_and_not_echoed(
 
 
 def test_ordinary_query_strings_are_fine(tmp_path: Path, models_dir: Path) -> None:
-    source = "https://civitai.com/api/download/models/1?type=Model&format=SafeTensor"
+    source = "https://files.example.com/get?name=lora.safetensors&v=2"
     path = write(tmp_path, "q.yaml", models_yaml(model("m1", source=f"'{source}'")))
     assert load_catalog([path], models_dir).models["m1"].source == source
+
+
+# --- pasted links are stored in their canonical form -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("pasted", "source", "revision"),
+    [
+        ("https://civitai.com/api/download/models/1?type=Model&format=SafeTensor", "civitai:1?type=Model&format=SafeTensor", None),
+        ("https://civitai.com/models/4201/some-lora?modelVersionId=130072", "civitai:130072", None),
+        ("urn:air:wan:lora:civitai:4201@130072+555", "civitai:130072+555", None),
+        ("civitai:130072", "civitai:130072", None),
+        ("https://huggingface.co/Comfy-Org/Wan_2.2/blob/main/split_files/vae/wan_2.1_vae.safetensors",
+         "hf://Comfy-Org/Wan_2.2/split_files/vae/wan_2.1_vae.safetensors", "main"),
+        ("https://huggingface.co/o/r/resolve/abc123/x.safetensors?download=true", "hf://o/r/x.safetensors", "abc123"),
+    ],
+)
+def test_pasted_links_are_stored_canonical(tmp_path: Path, models_dir: Path, pasted: str, source: str, revision) -> None:
+    path = write(tmp_path, "p.yaml", models_yaml(model("m1", source=f"'{pasted}'")))
+    spec = load_catalog([path], models_dir).models["m1"]
+    assert (spec.source, spec.revision) == (source, revision)
+
+
+def test_links_on_the_configured_endpoints_are_hub_and_civitai_sources(tmp_path: Path, models_dir: Path) -> None:
+    from downloader.manifest import Endpoints
+
+    endpoints = Endpoints(hf="http://127.0.0.1:9001", civitai="http://127.0.0.1:9002")
+    hub = "http://127.0.0.1:9001/o/r/blob/v1/x.safetensors"
+    civ = "http://127.0.0.1:9002/api/download/models/77"
+    path = write(tmp_path, "e.yaml", models_yaml(model("m1", source=f"'{hub}'"), model("m2", source=f"'{civ}'", dest="loras/b.safetensors")))
+    catalog = load_catalog([path], models_dir, endpoints)
+    assert (catalog.models["m1"].source, catalog.models["m1"].revision) == ("hf://o/r/x.safetensors", "v1")
+    assert catalog.models["m2"].source == "civitai:77"
+    # Another port of the endpoint's host is a plain URL, not the hub.
+    other = write(tmp_path, "o.yaml", models_yaml(model("m3", source="'http://127.0.0.1:9003/o/r/blob/v1/x.safetensors'", dest="loras/c.safetensors")))
+    assert load_catalog([other], models_dir, endpoints).models["m3"].source.startswith("http://127.0.0.1:9003/")
+
+
+def test_a_civitai_source_may_leave_dest_out_and_others_may_not(tmp_path: Path, models_dir: Path) -> None:
+    text = "models:\n  - id: lora1\n    source: civitai:130072\n"
+    catalog = load_catalog([write(tmp_path, "c.yaml", text)], models_dir)
+    assert catalog.models["lora1"].dest is None
+    bad = write(tmp_path, "d.yaml", "models:\n  - id: plain\n    source: hf://o/r/x.safetensors\n")
+    check_error(load_error([bad], models_dir), path=bad, model_id="plain", field="dest", line=(2, 3), says=("dest is required",))
+
+
+def test_a_hub_link_and_a_revision_that_disagree_are_refused(tmp_path: Path, models_dir: Path) -> None:
+    link = "https://huggingface.co/o/r/blob/v1/x.safetensors"
+    path = write(tmp_path, "r.yaml", models_yaml(model("m1", source=f"'{link}'", revision="v2")))
+    check_error(load_error([path], models_dir), path=path, model_id="m1", field=None, line=2, says=("'v1'", "'v2'"))
+
+
+@pytest.mark.parametrize(
+    ("pasted", "says"),
+    [
+        ("https://civitai.com/models/4201/some-lora", "modelVersionId"),
+        ("https://huggingface.co/datasets/o/d/blob/main/x.json", "dataset"),
+        ("https://huggingface.co/o/r/tree/main/split_files", "not one file"),
+        ("civitai:abc", "civitai:<modelVersionId>"),
+    ],
+)
+def test_links_that_name_no_file_say_what_to_paste(tmp_path: Path, models_dir: Path, pasted: str, says: str) -> None:
+    path = write(tmp_path, "n.yaml", models_yaml(model("m1", source=f"'{pasted}'")))
+    check_error(load_error([path], models_dir), path=path, model_id="m1", field="source", line=3, says=(says,))
 
 
 # --- selection ----------------------------------------------------------------------------------------------------

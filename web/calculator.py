@@ -70,7 +70,8 @@ def files_view(result: Result) -> dict[str, Any]:
             stored = svc.store.get(spec.id)
             state = stored.state if stored is not None else None
             try:
-                on_disk = state == DownloadState.DONE or _on_disk(confine(models_dir, spec.dest), spec.size)
+                on_disk = state == DownloadState.DONE or (
+                    spec.dest is not None and _on_disk(confine(models_dir, spec.dest), spec.size))
             except ValueError:
                 on_disk = False
             status = "on disk" if on_disk else state if state in IN_PROGRESS else "missing"

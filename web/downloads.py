@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -28,7 +29,8 @@ from pydantic import ValidationError
 
 from downloader.comfy import MODEL_FOLDERS
 from downloader.errors import DiskSpaceError, SourceError
-from downloader.manifest import ModelSpec, default_id
+from downloader.intake import added_spec, endpoints
+from downloader.manifest import ModelSpec, canonical_source, is_pending
 from downloader.service import Conflict, DownloadService, EngineUnavailable, NotFound
 from downloader.state import (
     ACTIONS,
@@ -63,6 +65,8 @@ def row_json(data: dict[str, Any], presets: list[str], pod: str | None = None) -
     data["eta_s"] = round((size - done) / data["speed"]) if data["speed"] and size else None
     data["presets"] = presets
     data["pod"] = pod
+    if is_pending(data["dest"]):
+        data["dest"] = None  # CivitAI names the file once the source is resolved
     data.pop("next_attempt_at", None)
     return data
 
@@ -270,12 +274,28 @@ class Refused(Exception):
         self.status = status
 
 
+def _form_dest(folder: str, filename: str, source: str) -> str | None:
+    """The add form's folder + file name as a dest: the name defaults to the source's last path part; a CivitAI
+    source with the folder "automatic" and no name gets its folder and name from CivitAI (None)."""
+    try:
+        canonical, _ = canonical_source(source, endpoints(service().settings))
+    except ValueError:
+        canonical = source  # refused with the reason when the spec is validated
+    if not folder:
+        if canonical.startswith("civitai:") and not filename:
+            return None
+        raise Refused(400, "folder: pick the models folder the file goes to (automatic is for CivitAI sources)")
+    if not filename and canonical.startswith("civitai:"):
+        raise Refused(400, "filename: CivitAI names its files: give a file name, or pick the folder automatic")
+    return f"{folder}/{filename or urlsplit(canonical).path.rsplit('/', 1)[-1]}"
+
+
 def _add(body: Any) -> ModelSpec:
     """Validate and queue an addition (`dest`, or the form's folder + filename); raise Refused with the reason."""
     if not isinstance(body, dict):
         raise Refused(400, "send a JSON object with source and dest")
     if "folder" in body and "dest" not in body:
-        body["dest"] = f"{body.pop('folder')}/{body.pop('filename', '') or body.get('source', '').rsplit('/', 1)[-1]}"
+        body["dest"] = _form_dest(str(body.pop("folder")), str(body.pop("filename", "") or ""), str(body.get("source", "")))
     body.pop("folder", None)
     body.pop("filename", None)
     body.pop("csrf_token", None)
@@ -285,9 +305,8 @@ def _add(body: Any) -> ModelSpec:
     body = {k: v for k, v in body.items() if v not in ("", None)}
     if "size" in body and isinstance(body["size"], str) and body["size"].isdigit():
         body["size"] = int(body["size"])
-    body.setdefault("id", default_id(str(body.get("dest", ""))))
     try:
-        spec = ModelSpec.model_validate(body)
+        spec = added_spec(body, service().settings)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "body"

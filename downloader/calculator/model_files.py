@@ -102,13 +102,13 @@ def _recipe(m: WanModel, precision: str, lora: bool) -> list[_Shipped | _Named]:
 
 
 def _from_spec(role: str, spec: ModelSpec, note: str | None) -> FileNeed:
-    folder, _, filename = spec.dest.rpartition("/")
+    folder, _, filename = (spec.dest or "").rpartition("/")  # no dest: CivitAI names it once resolved
     return FileNeed(role, filename, folder, spec.id, spec.size, note=note)
 
 
 def files_for(model_id: str, precision: str, lora: bool, catalog: Catalog) -> list[FileNeed]:
     """The files ComfyUI loads for this choice, as the catalog has them (or by name, where it has none)."""
-    by_name = {spec.dest.rpartition("/")[2]: spec for spec in catalog.models.values()}
+    by_name = {spec.dest.rpartition("/")[2]: spec for spec in catalog.models.values() if spec.dest is not None}
     files = []
     for need in _recipe(MODELS[model_id], precision, lora):
         if isinstance(need, _Shipped):

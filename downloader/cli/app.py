@@ -16,6 +16,7 @@ from rich.table import Table
 
 from ..config import DEFAULT_PRESETS, Settings, parse_presets
 from ..errors import ConfigError, ManifestError, human_bytes
+from ..intake import endpoints
 from ..manifest import Catalog, ModelSpec, load_catalog
 from ..plan import Plan
 from ..state import DownloadState, bytes_done
@@ -86,7 +87,7 @@ def load(settings: Settings, manifests: Sequence[str]) -> Catalog:
     if missing:
         raise BadInput(f"manifest not found (no such file or folder): {', '.join(missing)}")
     try:
-        return load_catalog(paths, settings.models_dir)
+        return load_catalog(paths, settings.models_dir, endpoints(settings))
     except ManifestError as e:
         raise BadInput(str(e)) from None
 

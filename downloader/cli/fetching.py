@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from ..config import Settings
 from ..errors import DownloaderError, ManifestError, WorkspaceBusy
 from ..fetch import run_plan, start_manager
-from ..intake import add_refused
+from ..intake import add_refused, added_spec
 from ..locks import WorkspaceLock
-from ..manifest import ModelSpec, default_id
+from ..manifest import ModelSpec
 from ..plan import Plan, build_plan
 from ..signals import stop_on_signals
 from ..state import Download, Store
@@ -224,23 +224,27 @@ def spec_body(spec: ModelSpec) -> dict[str, object]:
 # --- add --------------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("source")
-@click.option("--dest", required=True, help="FOLDER/NAME under the models folder, e.g. loras/my-lora.safetensors.")
+@click.option("--dest", help="FOLDER/NAME under the models folder, e.g. loras/my-lora.safetensors (optional for CivitAI: "
+              "its type names the folder, CivitAI the file).")
 @click.option("--sha256", help="Expected sha256 (64 hex digits); else the hub's, else size-checked only.")
 @click.option("--size", type=click.IntRange(min=1), help="Expected size in bytes.")
 @click.option("--id", "download_id", help="Id for the download (default: from the file name).")
 @click.pass_context
-def add(ctx: click.Context, source: str, dest: str, sha256: str | None, size: int | None, download_id: str | None) -> None:
-    """Add a download that is in no manifest: a URL or hf://owner/repo/path into a models folder.
+def add(ctx: click.Context, source: str, dest: str | None, sha256: str | None, size: int | None, download_id: str | None) -> None:
+    """Add a download that is in no manifest: a Hugging Face or CivitAI link, hf://owner/repo/path, civitai:<version>
+    or a URL, into a models folder.
 
     When the service runs it queues it (`downloader status` follows it); otherwise it is fetched here, like
     `fetch --only`.
 
     Example: downloader add hf://owner/repo/my-lora.safetensors --dest loras/my-lora.safetensors
+
+    Example: downloader add "https://civitai.com/models/4201?modelVersionId=130072" (to its type's folder)
     """
-    body: dict[str, object] = {"source": source, "dest": dest, "id": download_id or default_id(dest)}
-    body.update({k: v for k, v in (("sha256", sha256), ("size", size)) if v is not None})
+    body = {k: v for k, v in (("source", source), ("dest", dest), ("id", download_id), ("sha256", sha256), ("size", size))
+            if v is not None}
     try:
-        spec = ModelSpec.model_validate(body)
+        spec = added_spec(body, settings_of(ctx))
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "input"
@@ -254,7 +258,8 @@ def add(ctx: click.Context, source: str, dest: str, sha256: str | None, size: in
                 err_console.print(f"FAILED {spec.id}: {e}")
                 sys.exit(1)
             raise service_failed(e) from None
-        console.print(f"queued {row['id']} -> {row['dest']} in the service; `downloader status` shows it")
+        where = row["dest"] or "the folder of its type (CivitAI names it)"
+        console.print(f"queued {row['id']} -> {where} in the service; `downloader status` shows it")
         return
     settings = settings_of(ctx)
     _check_free(settings, spec)

@@ -55,7 +55,7 @@ class Row:
     def from_api(cls, data: dict[str, Any]) -> Row:
         return cls(
             id=data["id"],
-            dest=data.get("dest", ""),
+            dest=data.get("dest") or "(CivitAI names it once resolved)",
             state=data["state"],
             size=data.get("size"),
             bytes_done=data.get("bytes_done") or 0,

@@ -241,14 +241,23 @@ def served(app: Any) -> Iterator[str]:
     from waitress.server import create_server
 
     server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    stop = threading.Event()
+
+    def run() -> None:
+        # waitress's own run() loops until its sockets are gone; closing them under its select() from this thread
+        # raises EBADF there. So the loop checks a flag between short rounds and the sockets close after it ends.
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+
+    thread = threading.Thread(target=run, name="waitress", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
+        stop.set()
+        thread.join(5)
         server.close()
         server.task_dispatcher.shutdown()
-        thread.join(5)
 
 
 @pytest.fixture

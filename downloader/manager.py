@@ -29,7 +29,7 @@ from .commands import CommandQueue, NotFound
 from .config import Settings
 from .download_errors import DownloadErrors
 from .errors import DiskSpaceError, SourceError, human_bytes
-from .files import control_path, file_size, free_bytes, part_path, remove_partial
+from .files import control_path, file_size, free_bytes, part_path, remove_partial, resumable_bytes
 from .hosts import HostGate, host_of
 from .intake import apply_plan, name_pending
 from .jobs import Job, retry_or_fail
@@ -369,7 +369,7 @@ class Manager(DownloadErrors):
                 "it may hold holes, so the download starts over",
                 "warning",
             )
-        have = file_size(part) or 0
+        have = resumable_bytes(part) if part.exists() else 0
         need = max((size or 0) - have, 0)
         free = free_bytes(dest.parent)
         if need > free:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import DiskSpaceError, SourceError
-from .files import control_path, file_size, free_bytes, part_path
+from .files import control_path, file_size, free_bytes, part_path, resumable_bytes
 from .manifest import CivitaiSource, ModelSpec, confine, is_pending, pending_dest
 from .sources import Resolved, resolve_all
 from .state import DownloadState, Store
@@ -109,7 +109,7 @@ def build_plan(specs: Sequence[ModelSpec], settings: Settings, store: Store) -> 
         elif part.exists():
             # Without a control file aria2 can only trust the part's length, and only a full part is checked
             # by hash; a shorter one still saves the bytes that verify.
-            action, have = "resume", file_size(part) or 0
+            action, have = "resume", resumable_bytes(part)
             if not control_path(part).exists() and spec.size and have != spec.size:
                 have = 0
         else:

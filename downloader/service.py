@@ -30,13 +30,14 @@ from .commands import Conflict, EngineUnavailable, NotFound
 from .config import Settings
 from .errors import Aria2Error, ManifestError, WorkspaceBusy
 from .files import control_path, part_path
-from .intake import add_refused, endpoints
+from .intake import add_refused, dest_taken, endpoints
 from .locks import WorkspaceLock, check_sharing
 from .manager import Manager
 from .manifest import Catalog, ModelSpec, confine, load_catalog
 from .plan import Plan, build_plan
 from .readiness import Missing, missing, preset_requirements
 from .state import TERMINAL_STATES, Download, DownloadState, Store, bytes_done
+from .workflow_status import DOWNLOADING, check_workflow, to_fetch
 
 log = logging.getLogger(__name__)
 FAILING_WAIT = 5.0  # seconds a request waits for a failing engine (see _call)
@@ -336,3 +337,33 @@ class DownloadService:
                 return True
             time.sleep(0.1)
         return False
+
+    # --- ComfyUI workflows: the models one needs, and fetching what is missing (downloader/workflow_status.py) ----
+    def workflow(self, data: bytes | str) -> list[Any]:
+        """Each model file a workflow (its JSON, UI or API format) needs: state here (present, downloading, failed,
+        missing), size, download id, where it comes from, and what fetching it would queue (`FileStatus`).
+        Raises WorkflowError (a ValueError) for a workflow that cannot be read."""
+        return check_workflow(data, self.settings, self.store, self.catalog)
+
+    def fetch_workflow(self, data: bytes | str) -> list[str]:
+        """Queue what a workflow needs that is missing or failed and can be fetched (never an unknown, not allowed
+        or invalid source: `workflow()` says why for each); returns the ids of the downloads that bring its
+        missing files, those queued now and those already on their way. DiskSpaceError when they do not fit."""
+        statuses = self.workflow(data)
+        on_the_way = [s.download_id for s in statuses if s.state == DOWNLOADING and s.download_id]
+        specs = to_fetch(statuses)
+        ids: list[str] = []
+        if specs:
+            with self._submit_lock:
+                plan = build_plan(specs, self.settings, self.store)
+            plan.check_disk()
+            # Not `_plan`: a source refused outright (404, a pinned sha256 the hub disagrees with) becomes a failed
+            # download with the reason, for one file as for many, so the workflow's table says why.
+            ids = self._call(lambda: self._apply_workflow(plan))
+        return ids + [i for i in on_the_way if i not in ids]
+
+    def _apply_workflow(self, plan: Plan) -> list[str]:
+        """In the loop: queue the plan, leaving out a file whose dest another download took since it was planned
+        (the others still go)."""
+        items = [i for i in plan.items if i.spec.dest is None or dest_taken(self.store, i.spec.id, i.spec.dest) is None]
+        return self.manager.apply(Plan(items, plan.free, plan.models_dir)) if items else []

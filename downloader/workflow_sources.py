@@ -136,11 +136,12 @@ def classify(want: Wanted, *, manifest_names: Mapping[str, str], allowed: frozen
 
 def needed_files(data: bytes | str, *, manifest_names: Mapping[str, str] | None = None,
                  allowed_hosts: Iterable[str] = (), hf_endpoint: str = HF_ENDPOINT,
-                 civitai_endpoint: str = CIVITAI_ENDPOINT) -> list[NeededFile]:
+                 civitai_endpoint: str = CIVITAI_ENDPOINT, allowed: frozenset[Origin] | None = None) -> list[NeededFile]:
     """What a workflow (its JSON text, UI or API format) needs and where each file would come from.
-    `manifest_names`: file name -> manifest model id; `allowed_hosts`: see parse_allowed_hosts. Raises
-    WorkflowError for a workflow that cannot be read, ValueError for a bad allow-list entry."""
-    allowed = parse_allowed_hosts(allowed_hosts)
+    `manifest_names`: file name -> manifest model id; `allowed_hosts`: see parse_allowed_hosts, or `allowed`: the
+    origins already parsed (Settings.allowed_hosts), which replace it. Raises WorkflowError for a workflow that
+    cannot be read, ValueError for a bad allow-list entry."""
+    allowed = parse_allowed_hosts(allowed_hosts) if allowed is None else allowed
     names = manifest_names or {}
     return [
         classify(w, manifest_names=names, allowed=allowed, hf_endpoint=hf_endpoint, civitai_endpoint=civitai_endpoint)

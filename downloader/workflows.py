@@ -119,7 +119,13 @@ def is_api_format(doc: Mapping[str, Any]) -> bool:
 
 
 def wanted_files(doc: Mapping[str, Any]) -> list[Wanted]:
-    """The model files a parsed workflow needs, each (folder, name) once, in the order first met."""
+    """The model files a parsed workflow needs, each (folder, name) once, in the order first met. WorkflowError for
+    an object that is neither format (no `nodes` list, and not nodes with a `class_type`)."""
+    if not is_api_format(doc) and "nodes" not in doc:
+        raise WorkflowError(
+            "this JSON is not a ComfyUI workflow: it has no 'nodes' (a saved workflow) and is not an API export "
+            '({"<id>": {"class_type": ..., "inputs": ...}})'
+        )
     found = _api_wants(doc) if is_api_format(doc) else _ui_wants(doc)
     merged: dict[tuple[str, str], Wanted] = {}
     for want in found:

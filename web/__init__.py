@@ -70,9 +70,9 @@ def create_app(
         app.config.update(test_config)
     auth.init_app(app, auth_config or auth.resolve_auth(settings))
 
-    from . import calculator, downloads, files, status, verify
+    from . import calculator, downloads, files, status, verify, workflows
 
-    for blueprint in (downloads.bp, files.bp, calculator.bp, status.bp, verify.bp):
+    for blueprint in (downloads.bp, files.bp, calculator.bp, status.bp, verify.bp, workflows.bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters["bytes"] = lambda n: human_bytes(n) if n else "?"
     app.context_processor(lambda: {"nav": _nav(settings), "auth_on": app.config["AUTH"].password is not None})

@@ -268,7 +268,9 @@ def test_a_question_asked_right_after_a_cancelled_one_stays_open(web: Web, page:
     """Cancel, then at once another question (a second drop of a file that exists, a second "New folder"): the first
     dialog's close event arrives after the second opened, and must not close it."""
     login(page, web)
-    expect(page.get_by_test_id("mkdir")).to_be_visible()  # shown once the page's script is ready to answer it
+    # files.js marks <html> once its modules (and their listeners) are in; a visible button is not proof of that
+    # (before files.css has loaded nothing hides it).
+    page.wait_for_function("() => document.documentElement.classList.contains('fm-js')")
     page.evaluate("""() => {
         document.getElementById("mkdir").click();
         document.querySelector('[data-testid="dialog-cancel"]').click();

@@ -212,7 +212,8 @@ class Settings:
             jupyter_port=_port(env, "JUPYTER_PORT", JUPYTER_PORT),
             comfy_port=_port(env, "COMFYUI_PORT", COMFYUI_PORT),
             runpod_pod_id=env.get("RUNPOD_POD_ID") or None,
-            pod_id=(env.get("RUNPOD_POD_ID") or "").strip() or new_pod_id(),
+            # DOWNLOADER_POD_ID: the id the entrypoint hands its service, so both report as one pod off RunPod too.
+            pod_id=(env.get("RUNPOD_POD_ID") or env.get("DOWNLOADER_POD_ID") or "").strip() or new_pod_id(),
             claim_lease=_env_number(env, "DOWNLOADER_CLAIM_LEASE", CLAIM_LEASE_SECONDS, 1.0, 30.0, float),
         )
 

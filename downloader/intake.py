@@ -15,16 +15,18 @@ from sqlalchemy.exc import IntegrityError
 
 from .commands import Conflict
 from .config import Settings
-from .manifest import CivitaiSource, Endpoints, ModelSpec, default_id, is_pending, pending_dest
+from .manifest import (
+    CivitaiSource,
+    ModelSpec,
+    default_id,
+    endpoints_of,
+    is_pending,
+    pending_dest,
+)
 from .plan import Plan, PlanItem
 from .state import DownloadState, Store
 
 S = DownloadState
-
-
-def endpoints(settings: Settings) -> Endpoints:
-    """Where pasted hub and CivitAI links resolve: HF_ENDPOINT and CIVITAI_ENDPOINT."""
-    return Endpoints(hf=settings.hf_endpoint, civitai=settings.civitai_endpoint)
 
 
 def added_spec(fields: Mapping[str, Any], settings: Settings) -> ModelSpec:
@@ -32,7 +34,7 @@ def added_spec(fields: Mapping[str, Any], settings: Settings) -> ModelSpec:
     and, unless one is given, an id from the file name (`civitai-<version>` while CivitAI has not named the file).
     Raises pydantic's ValidationError."""
     given = fields.get("id")
-    spec = ModelSpec.model_validate({**fields, "id": given or "download"}, context={"endpoints": endpoints(settings)})
+    spec = ModelSpec.model_validate({**fields, "id": given or "download"}, context={"endpoints": endpoints_of(settings)})
     if given:
         return spec
     src = spec.parsed_source

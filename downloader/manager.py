@@ -29,7 +29,14 @@ from .commands import CommandQueue, NotFound
 from .config import Settings
 from .download_errors import DownloadErrors
 from .errors import DiskSpaceError, SourceError, human_bytes
-from .files import control_path, file_size, free_bytes, part_path, remove_partial, resumable_bytes
+from .files import (
+    control_path,
+    file_size,
+    free_bytes,
+    part_path,
+    remove_partial,
+    resumable_bytes,
+)
 from .hosts import HostGate, host_of
 from .intake import apply_plan, name_pending
 from .jobs import Job, retry_or_fail

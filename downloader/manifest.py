@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -39,6 +39,9 @@ from .errors import ManifestError, UnknownPresetError
 from .hf_links import DEFAULT_ENDPOINT as HF_ENDPOINT
 from .hf_links import HfLinkError, parse_hf_link
 from .origins import SECRET_QUERY_KEYS
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -89,6 +92,11 @@ class Endpoints:
 
 
 DEFAULT_ENDPOINTS = Endpoints()
+
+
+def endpoints_of(settings: Settings) -> Endpoints:
+    """Where pasted hub and CivitAI links resolve for these settings: HF_ENDPOINT and CIVITAI_ENDPOINT."""
+    return Endpoints(hf=settings.hf_endpoint, civitai=settings.civitai_endpoint)
 # Where a CivitAI download without a dest "is" until CivitAI has named its file (a name no real file has).
 PENDING_DIR = ".civitai-pending"
 

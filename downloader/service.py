@@ -27,13 +27,14 @@ from typing import Any, NamedTuple, TypeVar
 
 from .claims import live_holders
 from .commands import Conflict, EngineUnavailable, NotFound
+from .components import SHARING
 from .config import Settings
 from .errors import Aria2Error, ManifestError, WorkspaceBusy
 from .files import control_path, part_path
-from .intake import add_refused, dest_taken, endpoints
+from .intake import add_refused, dest_taken
 from .locks import WorkspaceLock, check_sharing
 from .manager import Manager
-from .manifest import Catalog, ModelSpec, confine, load_catalog
+from .manifest import Catalog, ModelSpec, confine, endpoints_of, load_catalog
 from .plan import Plan, build_plan
 from .readiness import Missing, missing, preset_requirements
 from .state import TERMINAL_STATES, Download, DownloadState, Store, bytes_done
@@ -68,7 +69,7 @@ class DownloadService:
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.store = Store(settings.db_path)
-        self.catalog = catalog if catalog is not None else load_catalog(settings.manifest_dirs, settings.models_dir, endpoints(settings))
+        self.catalog = catalog if catalog is not None else load_catalog(settings.manifest_dirs, settings.models_dir, endpoints_of(settings))
         # What ComfyUI waits for besides the rows marked required; the catalog is fixed, so worked out once.
         self.preset_required = preset_requirements(self.catalog, settings.model_presets or ())
         self.manager = Manager(settings, self.store)
@@ -98,7 +99,7 @@ class DownloadService:
             note = f"pod {pod}: single-pod: {check.reason}; this pod downloads alone, other pods wait for it"
             log.warning("%s", note)
             state = "skipped"
-        self.store.set_component(f"pod {pod}"[:64], state, note)
+        self.store.set_component(SHARING, state, note, pod=pod)  # this pod's row: other pods list it, never overwrite it
         return check.ok, note
 
     # --- lifecycle ----------------------------------------------------------------------------------

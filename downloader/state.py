@@ -36,6 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool
 
 from downloader import sqlite_setup
+from downloader.components import ANY_POD, Component, ensure_table, upsert
 
 log = logging.getLogger(__name__)
 
@@ -157,20 +158,6 @@ class Event(Base):
     message: Mapped[str]
 
 
-class Component(Base):
-    """An installation step reported by the entrypoint (aria2, JupyterLab, ComfyUI, SageAttention, ...)."""
-
-    __tablename__ = "components"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), default="pending")
-    message: Mapped[str | None]
-    log_path: Mapped[str | None]
-    started_at: Mapped[datetime | None]
-    ended_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
 class IllegalTransition(RuntimeError):
     """A state change the state machine does not allow."""
 
@@ -190,6 +177,7 @@ def make_engine(db_path: Path) -> Engine:
         engine = create_engine(f"sqlite:///{db_path}", creator=sqlite_setup.shared_connector(db_path),
                                poolclass=NullPool)
     event.listen(engine, "connect", lambda dbapi_conn, _record: sqlite_setup.apply_pragmas(dbapi_conn, journal_mode))
+    ensure_table(engine)  # the installation components, per pod (downloader/components.py)
     for attempt in range(5):
         try:
             Base.metadata.create_all(engine)
@@ -426,23 +414,19 @@ class Store:
                 query = query.where(Event.download_id == download_id)
             return list(s.scalars(query))
 
-    # --- components (installation status) -----------------------------------------------------------
-    def set_component(self, name: str, state: str, message: str | None = None, log_path: str | None = None) -> None:
-        """Report an installation step; start/end times follow from the state."""
+    # --- components (installation status), per pod: downloader/components.py ------------------------------
+    def set_component(
+        self, name: str, state: str, message: str | None = None, log_path: str | None = None, *, pod: str = ANY_POD
+    ) -> None:
+        """Report a pod's installation step (`log_path` as `components.log_ref` makes it); start and end times
+        follow from the state; a message or log path left out keeps the last one."""
         with self.session() as s:
-            row = s.get(Component, name) or Component(name=name)
-            s.add(row)
-            now = utcnow()
-            if state == "running" and row.state != "running":
-                row.started_at, row.ended_at = now, None
-            if state in ("done", "failed", "skipped"):
-                row.ended_at = now
-            row.state, row.updated_at = state, now
-            if message is not None:
-                row.message = message
-            if log_path is not None:
-                row.log_path = log_path
+            s.execute(upsert(pod, name, state, message, log_path, utcnow()))
 
-    def components(self) -> list[Component]:
+    def components(self, pod: str | None = None) -> list[Component]:
+        """Every pod's components (by pod, then name), or one pod's."""
         with self.session() as s:
-            return list(s.scalars(select(Component).order_by(Component.name)))
+            query = select(Component).order_by(Component.pod, Component.name)
+            if pod is not None:
+                query = query.where(Component.pod == pod)
+            return list(s.scalars(query))

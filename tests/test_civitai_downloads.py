@@ -21,12 +21,19 @@ from downloader.civitai_api import NEEDS_TOKEN
 from downloader.cli import main
 from downloader.config import Settings
 from downloader.fetch import fetch
-from downloader.intake import added_spec, endpoints
+from downloader.intake import added_spec
 from downloader.manager import Manager
-from downloader.manifest import ModelSpec, is_pending, load_catalog
+from downloader.manifest import ModelSpec, endpoints_of, is_pending, load_catalog
 from downloader.plan import build_plan
 from downloader.state import Store
-from tests.civitai_standin import TOKEN, Catalogue, CivitaiStandin, StandinFile, StandinVersion, populate
+from tests.civitai_standin import (
+    TOKEN,
+    Catalogue,
+    CivitaiStandin,
+    StandinFile,
+    StandinVersion,
+    populate,
+)
 from tests.conftest import cli_env
 from tests.test_fetch import run_until
 
@@ -185,7 +192,7 @@ def test_a_manifest_model_without_dest_is_fetched_and_found_in_place_after_a_res
     standin, cat = civitai
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"models:\n  - id: style\n    source: '{standin.url}/models/100001?modelVersionId={cat.lora.id}'\n")
-    catalog = load_catalog([manifest], civ_settings.models_dir, endpoints(civ_settings))
+    catalog = load_catalog([manifest], civ_settings.models_dir, endpoints_of(civ_settings))
     [row] = fetch(list(catalog.models.values()), civ_settings)
     assert row.state == "done" and row.dest == f"loras/{cat.lora.files[0].name}"
     asked = len(standin.requests)

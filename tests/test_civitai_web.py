@@ -10,11 +10,11 @@ import pytest
 
 from downloader.civitai_api import NEEDS_TOKEN
 from downloader.service import DownloadService
-from web import create_app
-from web.auth import AuthConfig
 from tests.civitai_standin import TOKEN, CivitaiStandin, populate
 from tests.conftest import wait_service_started
 from tests.test_web_api import BEARER, PASSWORD, wait_states
+from web import create_app
+from web.auth import AuthConfig
 
 
 @pytest.fixture

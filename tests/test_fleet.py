@@ -197,39 +197,46 @@ def test_a_pod_killed_mid_file_is_taken_over_and_the_file_resumes(settings, sett
            "ARIA2_CONNECTIONS": "1"}
     with service_process(settings, tmp_path / "a.log", RUNPOD_POD_ID="pod-a", **env) as a, \
          service_process(settings_b, tmp_path / "b.log", RUNPOD_POD_ID="pod-b", **env) as b:
+        pods = {"pod-a": a, "pod-b": b}
         code, _ = a.api("POST", "/api/presets/p/start", PASSWORD)
         assert code == 202
         part = settings.models_dir / "loras/big.safetensors.part"
 
-        def a_midway() -> bool:
-            _code, data = b.api("GET", "/api/downloads", PASSWORD)  # pod-b shows pod-a's work
-            [row] = [d for d in data["downloads"] if d["id"] == "big"]
-            return row["pod"] == "pod-a" and row["bytes_done"] > 3 << 20 and part.with_name(part.name + ".aria2").exists()
+        def midway() -> str | None:
+            """The pod fetching the file once it is mid-way (whichever pod had a free slot first took it), as
+            both pods show it."""
+            rows = [next(d for d in p.api("GET", "/api/downloads", PASSWORD)[1]["downloads"] if d["id"] == "big")
+                    for p in (a, b)]
+            holder = rows[0]["pod"]
+            far = all(r["pod"] == holder and r["bytes_done"] > 3 << 20 for r in rows)
+            return holder if holder and far and part.with_name(part.name + ".aria2").exists() else None
 
-        wait_for(a_midway, "pod-a to be mid-way through the file")
-        lock = json.loads((settings.state_dir / "owner-pod-a.lock").read_text())
-        a.proc.kill()  # kill -9 of pod-a's service and its aria2c: the pod is gone
+        dead = wait_for(midway, "a pod to be mid-way through the file")
+        survivor_id = "pod-b" if dead == "pod-a" else "pod-a"
+        survivor = pods[survivor_id]
+        lock = json.loads((settings.state_dir / f"owner-{dead}.lock").read_text())
+        pods[dead].proc.kill()  # kill -9 of that pod's service and its aria2c: the pod is gone
         os.kill(lock["aria2_pid"], signal.SIGKILL)
-        a.proc.wait(10)
+        pods[dead].proc.wait(10)
         assert slow_cdn.wait_idle(30)
         sent_before = slow_cdn.bytes_sent()
 
-        def done_on_b() -> dict[str, Any] | None:
-            _code, data = b.api("GET", "/api/downloads", PASSWORD)
+        def done_on_survivor() -> dict[str, Any] | None:
+            _code, data = survivor.api("GET", "/api/downloads", PASSWORD)
             [row] = [d for d in data["downloads"] if d["id"] == "big"]
             return row if row["state"] in ("done", "failed") else None
 
-        row = wait_for(done_on_b, "pod-b to finish the file")
-        wait_for(lambda: done_on_b()["pod"] is None, "pod-b to let go of the finished file")
+        row = wait_for(done_on_survivor, f"{survivor_id} to finish the file")
+        wait_for(lambda: done_on_survivor()["pod"] is None, f"{survivor_id} to let go of the finished file")
         assert slow_cdn.wait_idle(30)
         sent = slow_cdn.bytes_sent()
-        code, status = b.api("GET", "/healthz", PASSWORD)
+        code, status = survivor.api("GET", "/healthz", PASSWORD)
     with Store(settings.db_path) as store:
         events = [e.message for e in store.events("big", limit=500)]
     assert row["state"] == "done" and row["verified"]
     assert (settings.models_dir / "loras/big.safetensors").read_bytes() == blob.data
-    assert any("pod pod-a stopped" in m for m in events), events
-    assert any("resuming at" in m and "pod-b" in m for m in events), events
+    assert any(f"pod {dead} stopped" in m for m in events), events
+    assert any("resuming at" in m and survivor_id in m for m in events), events
     assert sent < sent_before + blob.size, f"resumed, not started over: {sent} after {sent_before}"
     assert code == 200 and status["downloads"]["done"] == 1
     assert integrity(settings.db_path) == "ok"

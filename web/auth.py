@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from downloader.config import SESSION_KEY_FILE, UI_PASSWORD_FILE, Settings
+from downloader.secret_files import read_or_create
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -65,16 +66,10 @@ def with_local_token(config: AuthConfig) -> AuthConfig:
     return replace(config, local_token=secrets.token_urlsafe(32))
 
 
-def _read_or_create(path: Path, make: callable) -> str:  # type: ignore[valid-type]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        value = make()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(value + "\n")
-        return value
+def _read_or_create(path: Path, make: Callable[[], str]) -> str:
+    """The secret in the state folder, or a new one kept there. Pods starting together on one volume may both
+    create it: one wins, the other reads the winner's file whole (downloader/secret_files.py)."""
+    return read_or_create(path, make)[0]
 
 
 def resolve_auth(settings: Settings) -> AuthConfig:

@@ -29,8 +29,8 @@ from pydantic import ValidationError
 
 from downloader.comfy import MODEL_FOLDERS
 from downloader.errors import DiskSpaceError, SourceError
-from downloader.intake import added_spec, endpoints
-from downloader.manifest import ModelSpec, canonical_source, is_pending
+from downloader.intake import added_spec
+from downloader.manifest import ModelSpec, canonical_source, endpoints_of, is_pending
 from downloader.service import Conflict, DownloadService, EngineUnavailable, NotFound
 from downloader.state import (
     ACTIONS,
@@ -278,7 +278,7 @@ def _form_dest(folder: str, filename: str, source: str) -> str | None:
     """The add form's folder + file name as a dest: the name defaults to the source's last path part; a CivitAI
     source with the folder "automatic" and no name gets its folder and name from CivitAI (None)."""
     try:
-        canonical, _ = canonical_source(source, endpoints(service().settings))
+        canonical, _ = canonical_source(source, endpoints_of(service().settings))
     except ValueError:
         canonical = source  # refused with the reason when the spec is validated
     if not folder:

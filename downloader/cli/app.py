@@ -16,8 +16,7 @@ from rich.table import Table
 
 from ..config import DEFAULT_PRESETS, Settings, parse_presets
 from ..errors import ConfigError, ManifestError, human_bytes
-from ..intake import endpoints
-from ..manifest import Catalog, ModelSpec, load_catalog
+from ..manifest import Catalog, ModelSpec, endpoints_of, load_catalog
 from ..plan import Plan
 from ..state import DownloadState, bytes_done
 from .client import ServiceClient, ServiceError, ServiceUnreadable, find_service
@@ -87,7 +86,7 @@ def load(settings: Settings, manifests: Sequence[str]) -> Catalog:
     if missing:
         raise BadInput(f"manifest not found (no such file or folder): {', '.join(missing)}")
     try:
-        return load_catalog(paths, settings.models_dir, endpoints(settings))
+        return load_catalog(paths, settings.models_dir, endpoints_of(settings))
     except ManifestError as e:
         raise BadInput(str(e)) from None
 

@@ -48,7 +48,7 @@ class Entrypoint:
     def __init__(self, cfg: PodSettings, settings: Settings) -> None:
         self.cfg, self.settings = cfg, settings
         self.store: Store | None = None  # opened after JupyterLab has started
-        self._early: list[tuple[str, str, str | None, str | None]] = []  # reports made before that
+        self._early: list[tuple[str, str, str | None, Path | None]] = []  # reports made before that
         self.sup = Supervisor(cfg.workspace / LOGS_FOLDER, on_change=self._on_child)
         self.stop_event = threading.Event()
         self.placeholder: Placeholder | None = None
@@ -61,11 +61,20 @@ class Entrypoint:
 
     # --- reporting ----------------------------------------------------------------------------------
     def report(self, name: str, state: str, message: str | None = None, log: Path | None = None) -> None:
+        """Record a step as this pod's component (pods sharing the state database each keep their own) and say it."""
         if self.store is None:
-            self._early.append((name, state, message, str(log) if log else None))
+            self._early.append((name, state, message, log))
         else:
-            self.store.set_component(name, state, message, str(log) if log else None)
+            self._record(name, state, message, log)
         print(f"[entrypoint] {name}: {state}" + (f": {message}" if message else ""), flush=True)
+
+    def _record(self, name: str, state: str, message: str | None, log: Path | None) -> None:
+        from ..components import log_ref
+
+        assert self.store is not None
+        # The log relative to the workspace: another pod mounts a shared volume at another path.
+        self.store.set_component(name, state, message, log_ref(log, self.cfg.workspace) if log else None,
+                                 pod=self.settings.pod_id)
 
     def open_store(self) -> None:
         """Open the state DB (loads SQLAlchemy) and record what was reported before."""
@@ -73,7 +82,7 @@ class Entrypoint:
 
         self.store = Store(self.settings.db_path)
         for name, state, message, log in self._early:
-            self.store.set_component(name, state, message, log)
+            self._record(name, state, message, log)
         self._early.clear()
 
     def _on_child(self, child: Child, message: str) -> None:
@@ -105,7 +114,9 @@ class Entrypoint:
     def start_downloader(self) -> None:
         cmd = [sys.executable, "-m", "downloader", "serve", "--port", str(self.cfg.downloader_port)]
         # PYTHONSAFEPATH: a folder named like one of our packages in the working directory must not shadow it.
-        env = self._env(MODEL_PRESETS=",".join(self.presets) or "none", PYTHONSAFEPATH="1")
+        # DOWNLOADER_POD_ID: the service is this pod (its components, claims and status page), also off RunPod.
+        env = self._env(MODEL_PRESETS=",".join(self.presets) or "none", PYTHONSAFEPATH="1",
+                        DOWNLOADER_POD_ID=self.settings.pod_id)
         self.sup.start(Spec("downloader", cmd, env=env, max_restarts=self.cfg.max_restarts,
                             stable_seconds=self.cfg.stable_seconds))
 
@@ -166,11 +177,11 @@ class Entrypoint:
     # --- the ComfyUI gate -----------------------------------------------------------------------------
     def resolve_required(self) -> None:
         """Which models ComfyUI waits for: the required ones of the selected presets the manifests know."""
-        from ..manifest import ManifestError, load_catalog
+        from ..manifest import ManifestError, endpoints_of, load_catalog
         from ..readiness import preset_requirements
 
         try:
-            catalog = load_catalog(self.settings.manifest_dirs, self.settings.models_dir)
+            catalog = load_catalog(self.settings.manifest_dirs, self.settings.models_dir, endpoints_of(self.settings))
         except ManifestError as e:  # the downloader UI still comes up and shows the same error
             self.report("presets", "failed", f"manifests unusable: {e}")
             return

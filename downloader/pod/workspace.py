@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from ..config import JUPYTER_TOKEN_FILE, PodSettings
+from ..secret_files import read_or_create
 
 
 def persist_comfyui(image_dir: Path, workspace: Path) -> str:
@@ -39,12 +40,5 @@ def jupyter_token(cfg: PodSettings, state_dir: Path) -> tuple[str, bool]:
     """JUPYTER_PASSWORD, or a token generated once and kept in the state folder (0600)."""
     if cfg.jupyter_password:
         return cfg.jupyter_password, False
-    path = state_dir / JUPYTER_TOKEN_FILE
-    state_dir.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        return path.read_text().strip(), True
-    token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    return token, True
+    # Pods starting together on one volume may both create it: one wins, the other reads its file whole.
+    return read_or_create(state_dir / JUPYTER_TOKEN_FILE, lambda: secrets.token_urlsafe(24))[0], True

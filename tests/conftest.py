@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -65,13 +68,45 @@ def make_blob(tmp_path: Path):
 
 
 @pytest.fixture
-def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """The pod's workspace: a folder in tmp; for a test marked `shared_volume`, also one on a real MooseFS."""
-    if getattr(request, "param", "local") == "moosefs":
-        return request.getfixturevalue("moosefs").folder(request.node.name)
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    return ws
+def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """The pod's workspace: a folder in tmp; for a test marked `shared_volume`, also one on a real MooseFS. There a
+    file the test process left open fails the test: an open file on a FUSE mount makes its unmount hang for
+    minutes at the end of the session (mfsmount waits out the file's locks), which is how it was found."""
+    if getattr(request, "param", "local") != "moosefs":
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        yield ws
+        return
+    folder = request.getfixturevalue("moosefs").folder(request.node.name)
+    yield folder
+    gc.collect()  # connections nobody closed are closed when collected
+    left = open_files_under(folder)
+    for fd in left:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    assert not left, f"the test left files open on the volume: {sorted(left.values())}"
+
+
+def open_files_under(folder: Path) -> dict[int, str]:
+    """This process's open file descriptors on files under `folder`: fd -> path."""
+    found = {}
+    for entry in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(entry)
+            if target == str(folder) or target.startswith(f"{folder}/"):
+                found[int(entry.name)] = target
+    return found
+
+
+@contextlib.contextmanager
+def plain_db(path: Path, **kwargs: Any) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection that is committed and closed at the end (sqlite3's own `with` only commits)."""
+    conn = sqlite3.connect(path, **kwargs)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
 
 
 # --- a RunPod network volume: a real MooseFS mounted twice (tests/moosefs.py) ------------------------------

@@ -6,7 +6,6 @@ the clock is given, so a lease runs out without waiting for it.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from downloader.claims import Claims, live_holders
 from downloader.config import SECRET_STATE_FILES, Settings, service_file
 from downloader.locks import check_sharing
 from downloader.state import DownloadState, Store
+from tests.conftest import plain_db
 
 S = DownloadState
 LEASE = 10.0
@@ -127,7 +127,7 @@ def test_a_deleted_download_takes_its_claim_with_it(db: Path) -> None:
     assert a.take("f2")
     a.store.delete("f2")
     assert live_holders(a.store, clock.now) == {}
-    with sqlite3.connect(db) as conn:
+    with plain_db(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 

@@ -9,7 +9,6 @@ are built with that schema in a real SQLite file and opened by this version.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,7 +25,7 @@ from downloader.manifest import Catalog
 from downloader.pod.entrypoint import Entrypoint
 from downloader.service import DownloadService
 from downloader.state import Store
-from tests.conftest import served, test_settings
+from tests.conftest import plain_db, served, test_settings
 from web import create_app
 from web.auth import AuthConfig
 
@@ -94,7 +93,7 @@ def write_log(workspace: Path, name: str, text: str) -> Path:
 
 def stored(db: Path) -> set[tuple[str, str, str, str | None]]:
     """(pod, name, state, log_path) of every per-pod component row, read with plain sqlite3."""
-    with sqlite3.connect(db) as conn:
+    with plain_db(db) as conn:
         return set(conn.execute("SELECT pod, name, state, log_path FROM pod_components"))
 
 
@@ -244,10 +243,9 @@ def test_the_entrypoint_reports_under_its_pod_id_which_its_service_takes(tmp_pat
 def old_database(db: Path, rows: list[tuple[Any, ...]]) -> None:
     """A state database as the version before per-pod components left it."""
     db.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(db) as conn:
+    with plain_db(db) as conn:
         conn.execute(OLD_COMPONENTS)
         conn.executemany("INSERT INTO components VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    conn.close()
 
 
 OLD_ROWS = [
@@ -276,10 +274,9 @@ def test_an_older_database_is_migrated_in_place_keeping_its_components(workspace
         new.report("sageattention", state="done", message="built")
         assert new.mine()["sageattention"]["message"] == "built"
     # The old table is left as it was, for pods still running an earlier version: their writes by name still work.
-    with sqlite3.connect(settings.db_path) as conn:
+    with plain_db(settings.db_path) as conn:
         assert sorted(r[0] for r in conn.execute("SELECT name FROM components")) == sorted(r[0] for r in OLD_ROWS)
         conn.execute("UPDATE components SET state = 'running' WHERE name = 'comfyui'")
-    conn.close()
     with Store(settings.db_path) as store:  # opened again: nothing carried over twice
         assert len([c for c in store.components() if c.pod == ANY_POD]) == 2
 
@@ -287,17 +284,15 @@ def test_an_older_database_is_migrated_in_place_keeping_its_components(workspace
 def test_a_migration_that_fails_changes_nothing(tmp_path) -> None:
     db = tmp_path / "state" / "state.db"
     db.parent.mkdir()
-    with sqlite3.connect(db) as conn:  # a components table this version cannot read (no log_path column)
+    with plain_db(db) as conn:  # a components table this version cannot read (no log_path column)
         conn.execute("CREATE TABLE components (name VARCHAR(64) PRIMARY KEY, state VARCHAR(16), message VARCHAR)")
         conn.execute("INSERT INTO components VALUES ('comfyui', 'done', 'kept')")
-    conn.close()
     with pytest.raises(OperationalError, match="log_path"):
         Store(db)
-    with sqlite3.connect(db) as conn:
+    with plain_db(db) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "pod_components" not in tables, "the new table is rolled back with the failed copy"
         assert list(conn.execute("SELECT * FROM components")) == [("comfyui", "done", "kept")]
-    conn.close()
 
 
 def open_and_read(db: Path, barrier: threading.Barrier, seen: dict[Path, Any], errors: list[Exception]) -> None:
@@ -326,9 +321,8 @@ def test_two_pods_opening_an_older_database_at_once_migrate_it_once(workspace, s
         expected = sorted([(ANY_POD, "comfyui", "done"), (ANY_POD, "sageattention", "failed"),
                            ("old-pod-1", SHARING, "done")])
         assert seen == {db_a: expected, db_b: expected}, f"round {round_}"
-        with sqlite3.connect(db_a) as conn:
+        with plain_db(db_a) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        conn.close()
 
 
 # --- the live page -----------------------------------------------------------------------------------------------

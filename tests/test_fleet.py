@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,7 +26,13 @@ from downloader.cli.client import find_service
 from downloader.config import Settings
 from downloader.service import DownloadService
 from downloader.state import Store
-from tests.conftest import Blob, service_process, test_settings, wait_service_started
+from tests.conftest import (
+    Blob,
+    plain_db,
+    service_process,
+    test_settings,
+    wait_service_started,
+)
 from tests.servers import FileServer
 from web import create_app
 from web.auth import AuthConfig
@@ -92,7 +97,7 @@ def services(*each: Settings) -> Iterator[list[DownloadService]]:
 
 
 def integrity(db: Path) -> str:
-    with sqlite3.connect(db) as conn:
+    with plain_db(db) as conn:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 

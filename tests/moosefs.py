@@ -154,18 +154,50 @@ def _mounts_under(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
+def _pids_using(point: Path) -> list[int]:
+    """Other processes with a file, a folder or their working directory under `point` (a service or an aria2c a
+    test left running): they would keep the mount busy, or hang in FUSE once the master is gone."""
+    inside = (str(point), f"{point}/")
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            links = [os.readlink(proc / "cwd")] + [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(link == inside[0] or link.startswith(inside[1]) for link in links):
+            pids.append(int(proc.name))
+    return pids
+
+
 def _unmount(point: Path) -> None:
-    if _run("umount", str(point), check=False).returncode != 0:
-        _run("umount", "-l", str(point), check=False)  # busy or its daemon gone: detach it now
+    """Unmount `point`, never waiting long: its users are killed first; an unmount that does not finish at once
+    (its mfsmount stuck on a master that is gone) is left to the kernel, that mfsmount is killed, which ends every
+    request it had, and the mount is detached lazily."""
+    for pid in _pids_using(point):
+        _kill(pid)
+    umount = subprocess.Popen(["umount", str(point)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if umount.wait(10) == 0:
+            return
+    except subprocess.TimeoutExpired:
+        pass  # not waited for: a process stuck in the kernel cannot be reaped until its FUSE daemon answers
+    for pid in _pids_with_arg(str(point)):  # its mfsmount ("mfsmount (mounted on: <point>)") and what is left
+        if pid != umount.pid:
+            _kill(pid)
+    _run("umount", "-l", str(point), check=False)  # busy or its daemon gone: detach it now
 
 
 def _clean_slot(slot: _Slot) -> None:
     """Remove whatever a killed run of this slot left: mounts, mfsmount processes, the namespace with its daemons,
     the veth, the folder. Each step is a no-op when there is nothing to remove."""
-    for point in _mounts_under(slot.root):
-        _unmount(point)
-    for pid in _pids_with_arg(str(slot.root)):  # mfsmount daemons of the old mounts
+    # The old mounts' daemons go first: an unmount waits on its mfsmount, and one whose master was killed with a
+    # run that died would never answer.
+    for pid in _pids_with_arg(str(slot.root)):  # mfsmount daemons of the old mounts, and anything left on them
         _kill(pid)
+    for point in _mounts_under(slot.root):
+        _run("umount", "-l", str(point), check=False)
     if Path(f"/run/netns/{slot.netns}").exists():
         for pid in _run("ip", "netns", "pids", slot.netns, check=False).stdout.split():
             _kill(int(pid))

@@ -119,12 +119,15 @@ class Pod:
         out = read_out(self.proc)
         return self.proc.returncode, out
 
-    def components(self) -> dict[str, tuple[str, str | None]]:
+    def components(self, pod: str | None = None) -> dict[str, tuple[str, str | None]]:
+        """(state, message) of each installation step: one pod's, or the newest report of any pod (each start
+        without RUNPOD_POD_ID is a pod of its own)."""
         db = self.ws / ".downloader" / "state.db"
         if not db.exists():
             return {}
         with Store(db) as store:
-            return {c.name: (c.state, c.message) for c in store.components()}
+            rows = sorted(store.components(pod), key=lambda c: c.updated_at)
+            return {c.name: (c.state, c.message) for c in rows}
 
     def started(self, name: str) -> int:
         if not self.standin_log.exists():
@@ -282,11 +285,11 @@ def test_sigterm_stops_every_child_and_exits_143(pod):
 
 
 def test_workspace_persistence_move_then_link(pod):
-    p = pod()
+    p = pod(DOWNLOADER_POD_ID="first-pod")
     p.image.mkdir()
     (p.image / "main.py").write_text("# ComfyUI from the image\n")
     proc = p.start()
-    wait_until(lambda: p.components().get("workspace", ("",))[0] == "done", 30, "persistence", proc)
+    wait_until(lambda: p.components("first-pod").get("workspace", ("",))[0] == "done", 30, "persistence", proc)
     comfy = p.ws / "ComfyUI"
     assert (comfy / "main.py").read_text() == "# ComfyUI from the image\n"
     assert p.image.is_symlink() and p.image.resolve() == comfy.resolve()
@@ -297,10 +300,13 @@ def test_workspace_persistence_move_then_link(pod):
     p.image.unlink()
     p.image.mkdir()
     (p.image / "main.py").write_text("# pristine\n")
+    p.env["DOWNLOADER_POD_ID"] = "second-pod"  # another pod on the same volume
     proc = p.start()
-    wait_until(lambda: p.image.is_symlink(), 30, "the link", proc)
+    wait_until(lambda: p.components("second-pod").get("workspace", ("",))[0] == "done", 30, "the link", proc)
+    assert p.image.is_symlink()
     assert (p.image / "custom_nodes" / "mine").is_dir() and (p.image / "main.py").read_text().startswith("# ComfyUI")
-    assert "linked" in p.components()["workspace"][1]
+    assert "linked" in p.components("second-pod")["workspace"][1]
+    assert "first run: moved" in p.components("first-pod")["workspace"][1], "the first pod's report is kept"
     p.stop()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ from downloader.cli.client import find_service
 from downloader.config import Settings
 from downloader.service import DownloadService
 from downloader.state import Store
+from tests import conftest
 from tests.conftest import (
     Blob,
     plain_db,
@@ -43,14 +43,9 @@ BEARER = {"Authorization": f"Bearer {PASSWORD}"}
 LEASE = 2.0  # seconds: a dead pod's files move on within a test's patience
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def wait_for(condition: Callable[[], Any], what: str) -> Any:
+    """conftest's wait, with the patience two pods on a loaded machine need."""
+    return conftest.wait_for(condition, what, timeout=90.0)
 
 
 def write_manifest(settings: Settings, cdn: FileServer, blobs: dict[str, Blob], presets: dict[str, list[str]]) -> None:

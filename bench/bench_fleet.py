@@ -70,30 +70,10 @@ LABELS = {
 }
 
 
-class FleetNginx(Nginx):
-    """bench_nginx's nginx, its access log also naming the file of each request (bytes served per file)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(conf.read_text().replace("$request_method'", "$request_method $uri'"))
-
-    def requests_since(self, offset: int) -> list[dict[str, Any]]:
-        with open(self.access_log, "rb") as fh:
-            fh.seek(offset)
-            lines = fh.read().decode().splitlines()
-        out = []
-        for line in lines:
-            msec, rtime, status, sent, method, uri = line.split()
-            out.append({"start": float(msec) - float(rtime), "end": float(msec), "status": int(status),
-                        "sent": int(sent), "method": method, "uri": uri})
-        return out
-
-
 class Bench:
     """One benchmark session: the volume, the CDN, the files, and the runs' records."""
 
-    def __init__(self, a: argparse.Namespace, fs: MooseFS, nginx: FleetNginx, tmp: Path,
+    def __init__(self, a: argparse.Namespace, fs: MooseFS, nginx: Nginx, tmp: Path,
                  files: dict[str, tuple[int, str]]) -> None:
         self.a, self.fs, self.nginx, self.tmp, self.files = a, fs, nginx, tmp, files
         self.password = secrets.token_urlsafe(18)
@@ -547,7 +527,7 @@ def main() -> None:
         files = {f"f{i}.safetensors": a.size_mib * MiB + i for i in range(a.files)}  # sizes differ: no mix-ups
         files["big.safetensors"] = a.takeover_size_mib * MiB
         made = {name: (size, make_file(tmp / "www" / name, size)) for name, size in files.items()}
-        with running_moosefs() as fs, FleetNginx(exe, tmp / "nginx", tmp / "www", a.rate) as nginx:
+        with running_moosefs() as fs, Nginx(exe, tmp / "nginx", tmp / "www", a.rate) as nginx:
             print(f"MooseFS up in {fs.startup_seconds:.1f} s ({fs.mount_a}, {fs.mount_b})", flush=True)
             b = Bench(a, fs, nginx, tmp, made)
             if a.keep_log:

@@ -97,7 +97,7 @@ error_log {prefix / 'error.log'} warn;
 events {{ worker_connections 256; }}
 http {{
     default_type application/octet-stream;
-    log_format timing '$msec $request_time $status $bytes_sent $request_method';
+    log_format timing '$msec $request_time $status $bytes_sent $request_method $uri';
     access_log {self.access_log} timing;
 {temp}
     sendfile on;
@@ -139,15 +139,15 @@ http {{
         return self.access_log.stat().st_size if self.access_log.exists() else 0
 
     def requests_since(self, offset: int) -> list[dict[str, Any]]:
-        """The requests logged after `offset`: start and end (wall clock), status, bytes sent, method."""
+        """The requests logged after `offset`: start and end (wall clock), status, bytes sent, method, path."""
         with open(self.access_log, "rb") as fh:
             fh.seek(offset)
             lines = fh.read().decode().splitlines()
         out = []
         for line in lines:
-            msec, rtime, status, sent, method = line.split()
+            msec, rtime, status, sent, method, uri = line.split()
             out.append({"start": float(msec) - float(rtime), "end": float(msec), "status": int(status),
-                        "sent": int(sent), "method": method})
+                        "sent": int(sent), "method": method, "uri": uri})
         return out
 
 
